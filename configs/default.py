@@ -1,0 +1,71 @@
+"""Every configuration field, with its default. Experiment configs override a few of them.
+
+Any field can also be set on the command line, e.g. `--config.train.num_steps=200`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.name = 'default'  # run label used by reports; experiment files set their own
+  config.seed = 0  # seeds the model init, the data order, augmentation and class draws
+  config.half_precision = False  # bf16 activations/matmuls; params, BN stats and loss in f32
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'synthetic'  # one of tce_jax.data.datasets.DATASETS
+  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds data_dir; None = ~/tensorflow_datasets
+  config.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)  # archives of datasets that need a manual download
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  # Sizes of the built-in synthetic dataset (ignored by the real datasets).
+  config.dataset.synthetic = ml_collections.ConfigDict(dict(
+      num_train=2000, num_validation=300, height=128, width=256, seed=0))
+
+  config.input = ml_collections.ConfigDict()
+  config.input.crop_size = (128, 128)  # training crop (height, width); images are padded to it
+  config.input.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # random rescale factors
+  config.input.flip = True  # random horizontal flip
+  config.input.eval_batch_size = 8  # global batch of the evaluation (padded at the end)
+  config.input.num_threads = 2  # host threads that load and augment batches
+  config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'deeplabv3plus'  # one of tce_jax.models.MODELS
+  config.model.backbone = 'resnet101'  # resnet18/34/50/101/152
+  config.model.width = 64  # stem width of the ResNet (64 = standard; smaller for tests)
+  config.model.output_stride = 16  # backbone output stride in training (8, 16 or 32)
+  config.model.eval_output_stride = 16  # output stride at evaluation
+  config.model.multi_grid = (1, 1, 1)  # dilation multipliers of the last stage's blocks
+  config.model.aspp_channels = 256
+  config.model.decoder_channels = 256
+  config.model.dropout = 0.1  # after the ASPP projection
+  config.model.bn_momentum = 0.9  # running-average decay (torch momentum 0.1)
+  config.model.freeze_bn = False  # use running statistics in training (small per-device batch)
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'mcce'  # mcce, weighted_ce, focal, tce_image, tce_class
+  config.loss.focal_gamma = 2.0  # focusing parameter of the focal loss
+  config.loss.t_warmup_steps = 0  # tce_image/tce_class: ramp t linearly from 0 over these steps
+
+  config.sampling = ml_collections.ConfigDict()
+  config.sampling.name = 'uniform'  # uniform: shuffled epochs; tce: Algorithm 1 (Stochastic TCE)
+  config.sampling.lag = 2  # tce: the class of step k is drawn after step k - lag (loader overlap)
+
+  config.tce = ml_collections.ConfigDict()
+  config.tce.t = 0.1  # tilt, for the sampler and the direct tilted losses; 0 = no tilt
+  config.tce.gamma = 0.2  # EMA rate of the sampler's tilted losses (TERM's code uses 0.2)
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 8  # global batch, split over all devices
+  config.train.num_steps = 1000
+  config.train.learning_rate = 0.01
+  config.train.momentum = 0.9
+  config.train.poly_power = 0.9  # lr = base * (1 - step / num_steps) ** power
+  config.train.weight_decay = 5e-4  # L2 on all params, added to the gradient (as torch SGD)
+  config.train.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)  # None = no clipping
+  config.train.log_every = 50  # steps between training metric summaries
+  config.train.eval_every = 500  # steps between evaluations (and at the end)
+  config.train.checkpoint_every = 500  # steps between checkpoints (and at the end)
+  config.train.keep_checkpoints = 3  # checkpoints kept on disk
+  return config

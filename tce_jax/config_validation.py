@@ -1,0 +1,80 @@
+"""Checks a config before anything is built or compiled; errors name the field."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from tce_jax import losses
+from tce_jax.data import datasets
+from tce_jax import models
+
+SAMPLINGS = ('uniform', 'tce')
+
+
+def _fail(field: str, value, why: str):
+  raise ValueError(f'config.{field}={value!r}: {why}')
+
+
+def _one_of(config: ml_collections.ConfigDict, field: str, choices):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value not in choices:
+    _fail(field, value, f'must be one of {sorted(choices)}')
+
+
+def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool = False):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    _fail(field, value, 'must be a non-negative number' if allow_zero else
+          'must be a positive number')
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int,
+                    num_processes: int = 1) -> None:
+  """Raises ValueError naming the first invalid field of `config`."""
+  _one_of(config, 'dataset.name', datasets.DATASETS)
+  _one_of(config, 'model.name', models.MODELS)
+  _one_of(config, 'model.backbone', models.BACKBONES)
+  _one_of(config, 'loss.name', losses.LOSSES)
+  _one_of(config, 'sampling.name', SAMPLINGS)
+  _one_of(config, 'model.output_stride', (8, 16, 32))
+  _one_of(config, 'model.eval_output_stride', (8, 16, 32))
+  for field in ('train.batch_size', 'train.num_steps', 'train.learning_rate',
+                'input.eval_batch_size', 'model.width', 'model.aspp_channels',
+                'model.decoder_channels', 'train.log_every', 'train.eval_every',
+                'train.checkpoint_every', 'train.keep_checkpoints', 'input.num_threads',
+                'input.prefetch'):
+    _positive(config, field)
+  for field in ('train.weight_decay', 'train.momentum', 'train.poly_power',
+                'loss.focal_gamma', 'loss.t_warmup_steps'):
+    _positive(config, field, allow_zero=True)
+  for field in ('batch_size',):
+    if config.train[field] % num_devices:
+      _fail(f'train.{field}', config.train[field],
+            f'must be divisible by the number of devices ({num_devices})')
+  if config.input.eval_batch_size % num_devices:
+    _fail('input.eval_batch_size', config.input.eval_batch_size,
+          f'must be divisible by the number of devices ({num_devices})')
+  if config.train.batch_size % num_processes:
+    _fail('train.batch_size', config.train.batch_size,
+          f'must be divisible by the number of processes ({num_processes})')
+  if not 0 < config.tce.gamma <= 1:
+    _fail('tce.gamma', config.tce.gamma, 'the EMA rate must be in (0, 1]')
+  if not -100 <= config.tce.t <= 100:
+    _fail('tce.t', config.tce.t, 'the tilt must be in [-100, 100]')
+  if not isinstance(config.sampling.lag, int) or config.sampling.lag < 1:
+    _fail('sampling.lag', config.sampling.lag, 'must be an integer >= 1')
+  if not 0 <= config.model.dropout < 1:
+    _fail('model.dropout', config.model.dropout, 'must be in [0, 1)')
+  crop = tuple(config.input.crop_size)
+  if len(crop) != 2 or min(crop) < 16:
+    _fail('input.crop_size', crop, 'must be (height, width), each at least 16')
+  if not config.input.scales or min(config.input.scales) <= 0:
+    _fail('input.scales', tuple(config.input.scales), 'must be positive factors')
+  if config.train.grad_clip_norm is not None and config.train.grad_clip_norm <= 0:
+    _fail('train.grad_clip_norm', config.train.grad_clip_norm, 'must be positive or None')
+  if config.dataset.train_split == config.dataset.eval_split:
+    _fail('dataset.eval_split', config.dataset.eval_split, 'must differ from the train split')

@@ -1,0 +1,50 @@
+"""Segmentation metrics: confusion matrix (accumulated on device), per-class IoU, mIoU."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int, *,
+                     ignore_index: int = IGNORE_INDEX) -> jax.Array:
+  """[K, K] int32 counts, rows = ground truth, columns = prediction; ignored pixels skipped."""
+  labels = labels.astype(jnp.int32)
+  valid = (labels != ignore_index) & (labels < num_classes)
+  index = jnp.where(valid, labels * num_classes + predictions.astype(jnp.int32), 0)
+  counts = jnp.bincount(index.ravel(), weights=valid.ravel().astype(jnp.int32),
+                        length=num_classes * num_classes)
+  return counts.astype(jnp.int32).reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
+  """Per-class IoU in percent [K]; NaN for a class absent from both labels and predictions."""
+  confusion = np.asarray(confusion, np.float64)
+  tp = np.diag(confusion)
+  union = confusion.sum(0) + confusion.sum(1) - tp
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(union > 0, 100.0 * tp / union, np.nan)
+
+
+def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int) -> dict:
+  """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent).
+
+  Classes absent from both labels and predictions have IoU null and are left out of mIoU.
+  """
+  confusion = np.asarray(confusion, np.int64)
+  iou = iou_from_confusion(confusion)
+  total = confusion.sum()
+  return {
+      'step': int(step),
+      'miou': float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan'),
+      'pixel_accuracy': float(100.0 * np.trace(confusion) / total) if total else float('nan'),
+      'per_class_iou': {name: (None if np.isnan(v) else float(v))
+                        for name, v in zip(class_names, iou)},
+      'absent_classes': [name for name, v in zip(class_names, iou) if np.isnan(v)],
+      'confusion_matrix': confusion.tolist(),
+  }

@@ -1,0 +1,145 @@
+"""Segmentation losses: MCCE, weighted CE, Focal, and the tilted (TERM) losses of TCE.
+
+All losses take `logits` [B, H, W, K] (any float dtype; computed in float32) and integer
+`labels` [B, H, W]; pixels equal to `ignore_index` contribute nothing. Each returns a scalar.
+
+`axis_name` (optional, keyword-only) makes a loss a loss of the *global* batch when it runs
+per device inside `shard_map`: every reduction over pixels, images or classes is completed
+with collectives over that axis, so N devices compute exactly what one device would on the
+concatenated batch. With `axis_name=None` (the default) the loss is that of the given batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+IGNORE_INDEX = 255
+
+
+def _psum(x: Array, axis_name: str | None) -> Array:
+  return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def _safe_divide(num: Array, den: Array) -> Array:
+  """num / den, and 0 (with zero gradient) where den == 0."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0.0)
+
+
+def pixel_cross_entropy(logits: Array, labels: Array, ignore_index: int = IGNORE_INDEX):
+  """Per-pixel CE [B, H, W] (0 at ignored pixels) and the validity mask [B, H, W]."""
+  logits = logits.astype(jnp.float32)
+  valid = labels != ignore_index
+  safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  return jnp.where(valid, nll, 0.0), valid
+
+
+def cross_entropy(logits: Array, labels: Array, *, ignore_index: int = IGNORE_INDEX,
+                  class_weights: Array | None = None, axis_name: str | None = None) -> Array:
+  """Eq. 1: mean CE over valid pixels; with `class_weights` [K], sum(w_y CE) / sum(w_y)."""
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  weight = valid.astype(jnp.float32)
+  if class_weights is not None:
+    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    weight = weight * jnp.asarray(class_weights, jnp.float32)[safe_labels]
+  return _safe_divide(_psum(jnp.sum(weight * ce), axis_name),
+                      lax.stop_gradient(_psum(jnp.sum(weight), axis_name)))
+
+
+def focal_loss(logits: Array, labels: Array, *, gamma: float = 2.0, alpha: Array | None = None,
+               ignore_index: int = IGNORE_INDEX, axis_name: str | None = None) -> Array:
+  """Mean over valid pixels of alpha_y (1 - p_y)^gamma (-log p_y) (Lin et al. 2017)."""
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  one_minus_p = jnp.clip(-jnp.expm1(-ce), 1e-12, 1.0)  # 1 - p_y, precise when p_y ~ 1
+  loss = one_minus_p ** gamma * ce
+  if alpha is not None:
+    safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    loss = loss * jnp.asarray(alpha, jnp.float32)[safe_labels]
+  loss = jnp.where(valid, loss, 0.0)
+  count = _psum(jnp.sum(valid, dtype=jnp.float32), axis_name)
+  return _safe_divide(_psum(jnp.sum(loss), axis_name), count)
+
+
+def tilt(losses: Array, t: float | Array, *, where: Array | None = None,
+         axis_name: str | None = None) -> Array:
+  """TERM aggregate (1/t) log mean exp(t * losses) over the last axis.
+
+  Entries with `where=False` are excluded; a row with no entry gives 0. t = 0 is the exact
+  limit (the mean), approached continuously in value and gradient; t -> +inf tends to the
+  max, t -> -inf to the min. Computed around the mean with a max shift, so it is stable for
+  any |t| * spread (no overflow) and precise for tiny t (no cancellation).
+  With `axis_name`, the last axis is taken as sharded over that mesh axis.
+  """
+  losses = jnp.asarray(losses, jnp.float32)
+  t = jnp.asarray(t, jnp.float32)
+  if where is None:
+    where = jnp.ones(losses.shape, bool)
+  where = jnp.broadcast_to(where, losses.shape)
+  count = _psum(jnp.sum(where, axis=-1, dtype=jnp.float32), axis_name)
+  losses = jnp.where(where, losses, 0.0)
+  mean = _safe_divide(_psum(jnp.sum(losses, axis=-1), axis_name), count)
+  safe_t = jnp.where(t == 0, 1.0, t)
+  scaled = jnp.where(where, safe_t * (losses - mean[..., None]), -jnp.inf)
+  shift = lax.stop_gradient(jnp.max(scaled, axis=-1))  # any shift is exact; the max is safe
+  if axis_name is not None:
+    shift = lax.pmax(shift, axis_name)
+  shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+  # log mean exp(scaled) = shift + log1p(mean(expm1(scaled - shift))): expm1/log1p keep the
+  # O(t^2) deviation from the mean exact when t * spread is tiny, where exp/log round it away.
+  sum_expm1 = _psum(jnp.sum(jnp.where(where, jnp.expm1(scaled - shift[..., None]), 0.0),
+                            axis=-1), axis_name)
+  log_mean_exp = shift + jnp.log1p(sum_expm1 / jnp.maximum(count, 1))
+  tilted = mean + log_mean_exp / safe_t
+  return jnp.where((t == 0) | (count == 0), mean, tilted)
+
+
+def image_losses(logits: Array, labels: Array, ignore_index: int = IGNORE_INDEX):
+  """L_m [B]: mean CE over the valid pixels of each image, and whether it has any [B]."""
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  count = jnp.sum(valid, axis=(1, 2), dtype=jnp.float32)
+  return _safe_divide(jnp.sum(ce, axis=(1, 2)), count), count > 0
+
+
+def class_losses(logits: Array, labels: Array, ignore_index: int = IGNORE_INDEX):
+  """L_{m,c} [B, K]: mean CE over the pixels of image m labelled c, and presence [B, K]."""
+  num_classes = logits.shape[-1]
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  onehot = jax.nn.one_hot(jnp.where(valid, labels, num_classes), num_classes, dtype=jnp.float32)
+  sums = jnp.einsum('bhw,bhwk->bk', ce, onehot)
+  counts = jnp.sum(onehot, axis=(1, 2))
+  return _safe_divide(sums, counts), counts > 0
+
+
+def tilted_image_loss(logits: Array, labels: Array, t: float | Array, *,
+                      ignore_index: int = IGNORE_INDEX, axis_name: str | None = None) -> Array:
+  """Eq. 2: (1/t) log mean_m exp(t L_m) over the images of the batch with a valid pixel."""
+  losses, present = image_losses(logits, labels, ignore_index)
+  return tilt(losses, t, where=present, axis_name=axis_name)
+
+
+def tilted_class_loss(logits: Array, labels: Array, t: float | Array, *,
+                      ignore_index: int = IGNORE_INDEX, axis_name: str | None = None) -> Array:
+  """Eq. 3: per image, tilt over the classes present in it; then the mean over images."""
+  losses, present = class_losses(logits, labels, ignore_index)
+  per_image = tilt(losses, t, where=present)
+  has_pixels = jnp.any(present, axis=-1)
+  num = _psum(jnp.sum(jnp.where(has_pixels, per_image, 0.0)), axis_name)
+  return _safe_divide(num, _psum(jnp.sum(has_pixels, dtype=jnp.float32), axis_name))
+
+
+LossFn = Callable[..., Array]
+
+# Config name (config.loss.name) -> the loss it trains with.
+LOSSES: dict[str, LossFn] = {
+    'mcce': cross_entropy,
+    'weighted_ce': cross_entropy,  # with class_weights = inverse pixel frequencies
+    'focal': focal_loss,
+    'tce_image': tilted_image_loss,
+    'tce_class': tilted_class_loss,
+}

@@ -1,0 +1,39 @@
+"""Trains and evaluates a segmentation model: `python -m tce_jax.main --config=... --workdir=...`.
+
+Any config field can be overridden on the command line, e.g. `--config.tce.t=1.0`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from tce_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs and '
+                    'evaluation JSON; a run resumes from the checkpoints found there.')
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
+  tf.config.experimental.set_visible_devices([], 'GPU')
+  logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    logging.error('%s', e)
+    raise SystemExit(f'Error: {e}') from e
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)

@@ -1,0 +1,52 @@
+"""Test set-up: two fake CPU devices, so every test can check multi-device code."""
+
+import os
+
+# Must happen before JAX is imported anywhere.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import default  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset_config(tmp_path_factory):
+  """A small synthetic dataset (48 train / 8 validation images of 32x64) in a temp data_dir."""
+  config = default.get_config()
+  config.dataset.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64, seed=0)
+  return config
+
+
+def tiny_config(base, overrides=None):
+  """A tiny model and run on the tiny dataset; `overrides` maps 'section.field' to values."""
+  config = base.copy_and_resolve_references()
+  config.model.backbone = 'resnet18'
+  config.model.width = 8
+  config.model.aspp_channels = 16
+  config.model.decoder_channels = 16
+  config.model.dropout = 0.0
+  config.input.crop_size = (32, 32)
+  config.input.eval_batch_size = 4
+  config.input.num_threads = 1
+  config.train.batch_size = 4
+  config.train.num_steps = 4
+  config.train.log_every = 2
+  config.train.eval_every = 4
+  config.train.checkpoint_every = 2
+  for key, value in (overrides or {}).items():
+    section, field = key.split('.')
+    config[section][field] = value
+  return config
+
+
+@pytest.fixture
+def make_tiny_config(tiny_dataset_config):
+  return lambda overrides=None: tiny_config(tiny_dataset_config, overrides)
+
+
+def pytest_report_header(config):
+  return f'jax {jax.__version__}, devices: {jax.devices()}'

@@ -1,0 +1,182 @@
+"""Synthetic dataset, class index and input pipeline."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tce_jax.data import class_index as class_index_lib
+from tce_jax.data import datasets
+from tce_jax.data import pipeline
+from tce_jax.data.classes import CITYSCAPES_CLASSES
+from tce_jax.data.synthetic_scenes import render_scene
+
+
+def test_synthetic_class_statistics_meet_the_long_tail_bounds():
+  """The default dataset's train split (2,000 scenes, seed 0), drawn as the builder draws it."""
+  k = len(CITYSCAPES_CLASSES)
+  pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
+  for i in range(2000):
+    _, label = render_scene(np.random.default_rng([0, 0, i]), 128, 256)
+    counts = np.bincount(label.ravel(), minlength=256)
+    pixels += counts
+    images += counts > 0
+  share = pixels[:k] / pixels[:k].sum()
+  assert share.max() >= 0.25, share
+  assert share.min() <= 0.002, share
+  assert np.sum(images[:k] <= 0.05 * 2000) >= 3, images[:k]
+  assert np.all(images[:k] > 0), 'every class occurs'
+  assert pixels[255] > 0, 'some pixels are ignored'
+  assert set(np.flatnonzero(pixels)) <= set(range(k)) | {255}
+
+
+def test_builder_splits_shapes_and_determinism(tiny_dataset_config, tmp_path):
+  train = datasets.load_source(tiny_dataset_config, 'train')
+  validation = datasets.load_source(tiny_dataset_config, 'validation')
+  assert (len(train), len(validation)) == (48, 8)
+  record = train[0]
+  assert record['image'].shape == (32, 64, 3) and record['image'].dtype == np.uint8
+  assert record['label'].shape == (32, 64) and record['label'].dtype == np.uint8
+  again = tiny_dataset_config.copy_and_resolve_references()
+  again.dataset.data_dir = str(tmp_path)
+  other = datasets.load_source(again, 'train')
+  np.testing.assert_array_equal(other[5]['image'], train[5]['image'])
+  np.testing.assert_array_equal(other[5]['label'], train[5]['label'])
+
+
+def test_missing_real_dataset_gives_clear_error(tiny_dataset_config):
+  config = tiny_dataset_config.copy_and_resolve_references()
+  config.dataset.name = 'imagenet'
+  with pytest.raises(ValueError, match="config.dataset.name='imagenet'"):
+    datasets.load_source(config, 'train')
+  with pytest.raises(ValueError, match='Split'):
+    datasets.load_source(tiny_dataset_config, 'test')
+
+
+class ListRecords:
+  """Records held in memory, in the form tfds data sources return them."""
+
+  def __init__(self, records):
+    self.records = records
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitem__(self, i):
+    return self.records[i]
+
+
+def test_bad_records_name_dataset_split_and_index():
+  good = {'image': np.zeros((4, 4, 3), np.uint8), 'segmentation_label': np.zeros((4, 4, 1),
+                                                                                np.uint8)}
+  out_of_range = dict(good, segmentation_label=np.full((4, 4, 1), 19, np.uint8))
+  wrong_size = dict(good, segmentation_label=np.zeros((4, 5, 1), np.uint8))
+  source = datasets.SegmentationSource(ListRecords([good, out_of_range, wrong_size]),
+                                       name='toy', split='train', num_classes=19)
+  assert source[0]['label'].shape == (4, 4)
+  with pytest.raises(datasets.DataError, match=r"Label ids \[19\].*'toy', split 'train', record 1"):
+    source[1]
+  with pytest.raises(datasets.DataError, match='record 2'):
+    source[2]
+
+
+def test_class_index_counts_and_cache(tiny_dataset_config, monkeypatch):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  expected = np.zeros(19, np.int64)
+  for i in range(len(source)):
+    expected += np.bincount(source[i]['label'].ravel(), minlength=256)[:19]
+  np.testing.assert_array_equal(index.pixel_counts, expected)
+  for c in range(19):
+    members = index.members(c)
+    assert all((source[i]['label'] == c).any() for i in members)
+    assert len(members) == sum((source[i]['label'] == c).any() for i in range(len(source)))
+  path = class_index_lib.cache_path(source)
+  assert os.path.exists(path)
+
+  def fail(*args, **kwargs):
+    raise AssertionError('the cache should have been used')
+
+  monkeypatch.setattr(class_index_lib, 'compute_class_index', fail)
+  np.testing.assert_array_equal(class_index_lib.load_class_index(source).presence,
+                                index.presence)
+
+
+def test_stale_class_index_cache_is_rebuilt(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  path = class_index_lib.cache_path(source)
+  stale = np.zeros((len(source), 19), bool)
+  np.savez(path, presence=stale, pixel_counts=np.zeros(19, np.int64),
+           fingerprint=np.array('synthetic_streets/old/0.9.0/train/48'))
+  index = class_index_lib.load_class_index(source, progress=False)
+  assert index.presence.any()
+  with np.load(path) as cached:
+    assert str(cached['fingerprint']) == source.fingerprint
+
+
+def test_inverse_frequency_weights():
+  w = class_index_lib.inverse_frequency_weights(np.array([100, 10, 0, 1]))
+  seen = w[[0, 1, 3]]
+  np.testing.assert_allclose(seen / seen[0], [1, 10, 100], rtol=1e-6)
+  assert w[2] == 0 and seen.mean() == pytest.approx(1.0)
+
+
+def make_batches(source, index=None, **kwargs):
+  args = dict(global_batch_size=4, seed=3, crop_size=(24, 40), scales=(0.75, 1.0, 1.5),
+              flip=True, class_index=index)
+  args.update(kwargs)
+  return pipeline.TrainBatches(source, **args)
+
+
+def test_train_batches_are_deterministic_and_shard_over_processes(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  batch = make_batches(source)(7)
+  assert batch['image'].shape == (4, 24, 40, 3) and batch['label'].shape == (4, 24, 40)
+  again = make_batches(source)(7)
+  np.testing.assert_array_equal(batch['image'], again['image'])
+  shards = [make_batches(source, process_index=p, process_count=2)(7) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([s['label'] for s in shards]), batch['label'])
+  assert not np.array_equal(make_batches(source)(8)['image'], batch['image'])
+
+
+def test_uniform_sampling_visits_every_image_once_per_epoch(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  batches = make_batches(source)
+  seen = np.concatenate([batches.indices(step) for step in range(12)])  # 48 = one epoch
+  assert sorted(seen) == list(range(48))
+
+
+def test_class_conditional_batches_contain_the_class(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  batches = make_batches(source, index, scales=(1.0,), crop_size=(32, 64), flip=False)
+  rare = int(np.argmin(np.where(index.available, index.image_counts, 10**9)))
+  for step in range(3):
+    indices = batches.indices(step, rare)
+    assert set(indices) <= set(index.members(rare))
+    batch = batches(step, rare)
+    assert all((label == rare).any() for label in batch['label'])
+
+
+def test_augmentation_pads_with_ignore_and_keeps_pairs_aligned():
+  rng = np.random.default_rng(0)
+  image = np.zeros((10, 12, 3), np.uint8)
+  label = np.zeros((10, 12), np.uint8)
+  image[:, 6:], label[:, 6:] = 200, 1
+  out_image, out_label = pipeline.random_scale_crop_flip(
+      image, label, rng, crop_size=(16, 16), scales=(1.0,), flip=True)
+  assert out_image.shape == (16, 16, 3) and out_label.shape == (16, 16)
+  assert (out_label == 255).sum() == 16 * 16 - 10 * 12
+  bright = out_image[..., 0] == 200
+  np.testing.assert_array_equal(bright, out_label == 1)
+
+
+def test_eval_batches_pad_with_ignore(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'validation')
+  batches = list(pipeline.eval_batches(source, 3))
+  assert len(batches) == 3  # 8 images in batches of 3
+  assert (batches[-1]['label'][2] == 255).all() and not (batches[-1]['label'][1] == 255).all()
+  shards = [list(pipeline.eval_batches(source, 4, process_index=p, process_count=2))
+            for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([shards[0][0]['label'], shards[1][0]['label']]),
+                                np.stack([source[i]['label'] for i in range(4)]))

@@ -1,0 +1,135 @@
+"""The train step, config validation, and resuming, on tiny models and data."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tce_jax import config_validation
+from tce_jax import models
+from tce_jax import train
+from tce_jax.data import class_index as class_index_lib
+from tce_jax.data import datasets
+from tce_jax.data import pipeline
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('loss.name', 'dice', "config.loss.name='dice'"),
+    ('model.name', 'unet', "config.model.name='unet'"),
+    ('model.backbone', 'vgg16', "config.model.backbone='vgg16'"),
+    ('dataset.name', 'kitti', "config.dataset.name='kitti'"),
+    ('sampling.name', 'random', "config.sampling.name='random'"),
+    ('train.batch_size', -8, 'config.train.batch_size=-8'),
+    ('train.batch_size', 3, 'divisible by the number of devices'),
+    ('input.eval_batch_size', 5, 'config.input.eval_batch_size=5'),
+    ('train.num_steps', 0, 'config.train.num_steps=0'),
+    ('train.learning_rate', -0.1, 'config.train.learning_rate=-0.1'),
+    ('model.output_stride', 4, 'config.model.output_stride=4'),
+    ('tce.gamma', 0.0, 'config.tce.gamma=0.0'),
+    ('tce.t', 1000.0, 'config.tce.t=1000.0'),
+    ('sampling.lag', 0, 'config.sampling.lag=0'),
+    ('model.dropout', 1.0, 'config.model.dropout=1.0'),
+    ('input.crop_size', (8, 8), 'config.input.crop_size'),
+    ('train.weight_decay', -1.0, 'config.train.weight_decay=-1.0'),
+])
+def test_invalid_configs_name_the_field(make_tiny_config, field, value, message):
+  config = make_tiny_config({field: value})
+  with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    config_validation.validate_config(config, num_devices=2)
+
+
+def test_valid_config_passes(make_tiny_config):
+  config_validation.validate_config(make_tiny_config(), num_devices=2)
+
+
+def _state_and_batches(config, steps):
+  source = datasets.load_source(config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  batches = pipeline.TrainBatches(source, global_batch_size=config.train.batch_size,
+                                  seed=config.seed, crop_size=config.input.crop_size,
+                                  scales=config.input.scales, flip=True, class_index=index)
+  return index, [batches(s, 5 if config.sampling.name == 'tce' else None) for s in range(steps)]
+
+
+@pytest.mark.parametrize('loss,sampling', [('mcce', 'uniform'), ('tce_image', 'uniform'),
+                                           ('tce_class', 'uniform'), ('focal', 'tce')])
+def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling):
+  """Same global batch on 1 and 2 devices: same parameters, BN statistics and sampler."""
+  config = make_tiny_config({'loss.name': loss, 'sampling.name': sampling, 'tce.t': 1.0})
+  index, batches = _state_and_batches(config, 2)
+  weights = class_index_lib.inverse_frequency_weights(index.pixel_counts)
+  num_classes = 19
+  model = models.create_model(config, num_classes, train=True, axis_name=train.AXIS)
+  tx = train.create_optimizer(config)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:2]):
+    mesh = train.make_mesh(devices)
+    state = jax.jit(lambda: train.create_train_state(config, model, tx, num_classes=num_classes,
+                                                     available=index.available),
+                    out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))()
+    step = train.make_train_step(config, model, tx, train.make_loss_fn(config, weights), mesh)
+    for batch in batches:
+      state, metrics, _ = step(state, batch)
+    results.append((jax.device_get(state), jax.device_get(metrics)))
+  (one, m1), (two, m2) = results
+  np.testing.assert_allclose(m1['loss'], m2['loss'], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((one.params, one.batch_stats, one.sampler.log_tilted)),
+                  jax.tree.leaves((two.params, two.batch_stats, two.sampler.log_tilted))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def test_training_reduces_the_loss(make_tiny_config):
+  config = make_tiny_config({'train.learning_rate': 0.05})
+  _, batches = _state_and_batches(config, 1)
+  model = models.create_model(config, 19, train=True, axis_name=train.AXIS)
+  tx = train.create_optimizer(config)
+  mesh = train.make_mesh()
+  state = jax.jit(lambda: train.create_train_state(config, model, tx, num_classes=19,
+                                                   available=np.ones(19, bool)))()
+  step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None), mesh)
+  losses = []
+  for _ in range(4):  # the same batch again and again: the loss must go down
+    state, metrics, _ = step(state, batches[0])
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < losses[0], losses
+
+
+def _params(workdir):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
+    restored = manager.restore(manager.latest_step())
+  return restored
+
+
+@pytest.mark.parametrize('sampling', ['uniform', 'tce'])
+def test_interrupted_and_resumed_run_equals_uninterrupted(make_tiny_config, tmp_path,
+                                                          monkeypatch, sampling):
+  config = make_tiny_config({'sampling.name': sampling, 'train.num_steps': 6,
+                             'train.eval_every': 3, 'train.checkpoint_every': 3})
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  original = pipeline.TrainBatches.__call__
+
+  def crash_at_step_4(self, step, cls=None):
+    if step == 4:
+      raise KeyboardInterrupt('simulated preemption')
+    return original(self, step, cls)
+
+  monkeypatch.setattr(pipeline.TrainBatches, '__call__', crash_at_step_4)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(pipeline.TrainBatches, '__call__', original)
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+
+  straight, resumed = _params(tmp_path / 'straight'), _params(tmp_path / 'resumed')
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  for step in (3, 6):
+    with open(tmp_path / 'straight' / 'eval' / f'{step}.json') as f:
+      record = json.load(f)
+    assert set(record) >= {'step', 'miou', 'pixel_accuracy', 'per_class_iou',
+                           'confusion_matrix'}
+    assert len(record['per_class_iou']) == 19 and record['step'] == step
+    assert np.array(record['confusion_matrix']).shape == (19, 19)

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-CONFIG ?= configs/synthetic_mcce.py
+CONFIG ?= configs/synthetic_tce.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 PYTEST_ARGS ?=
 

@@ -56,6 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.tce.t = 0.1  # tilt, for the sampler and the direct tilted losses; 0 = no tilt
   config.tce.gamma = 0.2  # EMA rate of the sampler's tilted losses (TERM's code uses 0.2)
 
+  config.eval = ml_collections.ConfigDict()
+  config.eval.scales = (1.0,)  # multi-scale inference: softmax averaged over these rescales
+  config.eval.flip = False  # also average over horizontally flipped inputs
+  config.eval.fairness_fraction = 0.25  # bottom/top fraction of the fairness stats (ADE20k: 0.15)
+
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8  # global batch, split over all devices
   config.train.num_steps = 1000

@@ -76,5 +76,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     _fail('input.scales', tuple(config.input.scales), 'must be positive factors')
   if config.train.grad_clip_norm is not None and config.train.grad_clip_norm <= 0:
     _fail('train.grad_clip_norm', config.train.grad_clip_norm, 'must be positive or None')
+  if not config.eval.scales or min(config.eval.scales) <= 0:
+    _fail('eval.scales', tuple(config.eval.scales), 'must be positive factors')
+  if not 0 < config.eval.fairness_fraction <= 0.5:
+    _fail('eval.fairness_fraction', config.eval.fairness_fraction, 'must be in (0, 0.5]')
   if config.dataset.train_split == config.dataset.eval_split:
     _fail('dataset.eval_split', config.dataset.eval_split, 'must differ from the train split')

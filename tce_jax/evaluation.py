@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tce_jax import fairness
+
 IGNORE_INDEX = 255
 
 
@@ -31,15 +33,21 @@ def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
     return np.where(union > 0, 100.0 * tp / union, np.nan)
 
 
-def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int) -> dict:
+def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
+              fairness_fraction: float = 0.25) -> dict:
   """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent).
 
-  Classes absent from both labels and predictions have IoU null and are left out of mIoU.
+  Classes absent from both labels and predictions have IoU null and are left out of mIoU
+  and of the fairness statistics (the model is its own reference here; reports compare
+  models against a reference run).
   """
   confusion = np.asarray(confusion, np.int64)
   iou = iou_from_confusion(confusion)
   total = confusion.sum()
+  has_iou = np.isfinite(iou).any()
   return {
+      'fairness': fairness.fairness_stats(iou, fraction=fairness_fraction) if has_iou else {},
+      'fairness_extra': fairness.extra_fairness_stats(iou, confusion) if has_iou else {},
       'step': int(step),
       'miou': float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan'),
       'pixel_accuracy': float(100.0 * np.trace(confusion) / total) if total else float('nan'),

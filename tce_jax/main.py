@@ -3,6 +3,8 @@
 Any config field can be overridden on the command line, e.g. `--config.tce.t=1.0`.
 """
 
+import logging as logging_lib
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,9 +22,18 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries(logging_lib.Filter):
+  """Drops the INFO chatter of orbax and absl-logging libraries; keeps their warnings."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))
+    return record.levelno >= logging_lib.WARNING or not noisy
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
   tf.config.experimental.set_visible_devices([], 'GPU')
   logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),

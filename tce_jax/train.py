@@ -9,11 +9,12 @@ semantics) maps it over a 1-D mesh of all devices of all processes inside `jax.j
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from absl import logging
 from clu import metric_writers
@@ -157,12 +158,30 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx, loss_fn, mesh)
       donate_argnums=(0,))
 
 
+def predict(model, variables, images: jax.Array, *, scales=(1.0,), flip: bool = False):
+  """Class probabilities [B, H, W, K] for uint8 images, averaged over rescaled (and flipped)
+  inputs; each prediction is resized back to the input size before averaging."""
+  b, h, w, _ = images.shape
+  x = normalize(images, model.dtype)
+  total = 0.0
+  for scale in scales:
+    size = (max(int(round(h * scale)), 1), max(int(round(w * scale)), 1))
+    scaled = x if size == (h, w) else jax.image.resize(x, (b, *size, 3), 'bilinear')
+    for flipped in ((False, True) if flip else (False,)):
+      logits = model.apply(variables, scaled[:, :, ::-1] if flipped else scaled, train=False)
+      logits = logits[:, :, ::-1] if flipped else logits
+      logits = jax.image.resize(logits.astype(jnp.float32), (b, h, w, logits.shape[-1]),
+                                'bilinear')
+      total = total + jax.nn.softmax(logits, axis=-1)
+  return total / (len(scales) * (2 if flip else 1))
+
+
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model, num_classes: int,
-              axis_name: str = AXIS) -> jax.Array:
+              scales=(1.0,), flip: bool = False, axis_name: str = AXIS) -> jax.Array:
   """The confusion matrix [K, K] of a global batch (this device's share, summed over devices)."""
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                       normalize(batch['image'], model.dtype), train=False)
-  confusion = evaluation.confusion_matrix(jnp.argmax(logits, -1), batch['label'], num_classes)
+  probs = predict(model, {'params': state.params, 'batch_stats': state.batch_stats},
+                  batch['image'], scales=scales, flip=flip)
+  confusion = evaluation.confusion_matrix(jnp.argmax(probs, -1), batch['label'], num_classes)
   return lax.psum(confusion, axis_name)
 
 
@@ -214,7 +233,9 @@ class Evaluator:
     model = models.create_model(config, len(class_names), train=False,
                                 output_stride=config.model.eval_output_stride)
     self._step = jax.jit(
-        jax.shard_map(functools.partial(eval_step, model=model, num_classes=len(class_names)),
+        jax.shard_map(functools.partial(eval_step, model=model, num_classes=len(class_names),
+                                        scales=tuple(config.eval.scales),
+                                        flip=config.eval.flip),
                       mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False),
         in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))))
 
@@ -229,15 +250,23 @@ class Evaluator:
       confusion = cm if confusion is None else confusion + cm
     return np.asarray(jax.device_get(confusion))
 
-  def write(self, state: TrainState, step: int, workdir: str, writer) -> dict:
-    record = evaluation.summarize(self(state), self.class_names, step)
-    scalars = {'eval/miou': record['miou'], 'eval/pixel_accuracy': record['pixel_accuracy']}
-    scalars.update({f'eval/iou/{_tag(name)}': v for name, v in record['per_class_iou'].items()
-                    if v is not None})
-    writer.write_scalars(step, scalars)
+  def write(self, state: TrainState, step: int, workdir: str, writer, class_writer) -> dict:
+    """Evaluates; writes eval/<step>.json (eval/<step>_<split>.json for another split)."""
+    record = evaluation.summarize(self(state), self.class_names, step,
+                                  fairness_fraction=self.config.eval.fairness_fraction)
+    record['split'] = self.source.split
+    prefix = 'eval' if self.source.split == self.config.dataset.eval_split else (
+        f'eval_{self.source.split}')
+    writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
+                                f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
+                                **{f'{prefix}/fairness/{k}': v for k, v in
+                                   record['fairness'].items() if k != 'num_classes'}})
+    class_writer.write_scalars(step, {f'{prefix}/iou/{_tag(name)}': v for name, v in
+                                      record['per_class_iou'].items() if v is not None})
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-      _write_json(os.path.join(workdir, 'eval', f'{step}.json'), record)
+      suffix = '' if prefix == 'eval' else f'_{self.source.split}'
+      _write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
     logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s).', step,
                  record['miou'], record['pixel_accuracy'], self.source.split)
     return record
@@ -255,30 +284,92 @@ def _sampler_scalars(sampler: sampling.SamplerState, class_names) -> dict[str, f
   return scalars
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval."""
+@dataclasses.dataclass
+class Experiment:
+  """What a config builds: data sources, class index, mesh, model, optimizer, jitted step."""
+  config: ml_collections.ConfigDict
+  spec: datasets.DatasetSpec
+  train_source: datasets.SegmentationSource
+  eval_source: datasets.SegmentationSource
+  class_index: class_index_lib.ClassIndex | None
+  mesh: jax.sharding.Mesh
+  model: Any
+  tx: optax.GradientTransformation
+  train_step: Callable
+
+  def initial_state(self) -> TrainState:
+    available = (self.class_index.available if self.class_index is not None
+                 else np.ones(self.spec.num_classes, bool))
+    return jax.jit(functools.partial(create_train_state, self.config, self.model, self.tx,
+                                     num_classes=self.spec.num_classes, available=available),
+                   out_shardings=NamedSharding(self.mesh, P()))()
+
+  def train_batches(self) -> pipeline.TrainBatches:
+    c = self.config
+    return pipeline.TrainBatches(
+        self.train_source, global_batch_size=c.train.batch_size, seed=c.seed,
+        crop_size=c.input.crop_size, scales=c.input.scales, flip=c.input.flip,
+        class_index=self.class_index, process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validates `config` and builds everything training needs (no compilation yet)."""
   config_validation.validate_config(config, jax.device_count(), jax.process_count())
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   spec = datasets.get_spec(config)
-  num_classes = spec.num_classes
   train_source = datasets.load_source(config, config.dataset.train_split)
   eval_source = datasets.load_source(config, config.dataset.eval_split)
   needs_index = config.sampling.name == 'tce' or config.loss.name in ('focal', 'weighted_ce')
   index = class_index_lib.load_class_index(train_source) if needs_index else None
   class_weights = (class_index_lib.inverse_frequency_weights(index.pixel_counts)
                    if index is not None else None)
-  available = index.available if index is not None else np.ones(num_classes, bool)
-
   mesh = make_mesh()
-  replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P(AXIS))
-  model = models.create_model(config, num_classes, train=True, axis_name=AXIS)
+  model = models.create_model(config, spec.num_classes, train=True, axis_name=AXIS)
   tx = create_optimizer(config)
-  state = jax.jit(functools.partial(create_train_state, config, model, tx,
-                                    num_classes=num_classes, available=available),
-                  out_shardings=replicated)()
+  step = make_train_step(config, model, tx, make_loss_fn(config, class_weights), mesh)
+  return Experiment(config, spec, train_source, eval_source, index, mesh, model, tx, step)
 
+
+def training_steps(experiment: Experiment, state: TrainState) -> Iterator[tuple]:
+  """Runs the steps from `state.step` to the end; yields (steps done, state, metrics).
+
+  Batches are loaded on host threads ahead of the device: `input.prefetch` steps ahead with
+  uniform sampling; with Stochastic TCE as soon as their class is drawn on the device, which
+  is `sampling.lag` steps ahead. A yielded state is donated to the next step: use it (save,
+  evaluate, read metrics) before asking for the next one.
+  """
+  config = experiment.config
+  data_sharding = NamedSharding(experiment.mesh, P(AXIS))
+  start, num_steps = int(state.step), config.train.num_steps
+  tce = config.sampling.name == 'tce'
+  ahead = config.sampling.lag if tce else config.input.prefetch
+  prefetcher = pipeline.Prefetcher(experiment.train_batches(), config.input.num_threads)
+  try:
+    if tce:  # the classes of the next `lag` steps are already drawn (and checkpointed)
+      for i, cls in enumerate(np.asarray(jax.device_get(state.class_queue))):
+        if start + i < num_steps:
+          prefetcher.submit(start + i, int(cls))
+    else:
+      for s in range(start, min(start + ahead, num_steps)):
+        prefetcher.submit(s)
+    for step in range(start, num_steps):
+      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x),
+                           prefetcher.get(step))
+      state, metrics, next_class = experiment.train_step(state, batch)
+      if step + ahead < num_steps:
+        prefetcher.submit(step + ahead, next_class if tce else None)
+      yield step + 1, state, metrics
+  finally:
+    prefetcher.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval."""
+  experiment = build_experiment(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  class_names = experiment.spec.class_names
+  state = experiment.initial_state()
   checkpoints = ocp.CheckpointManager(
       os.path.join(workdir, 'checkpoints'),
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
@@ -286,47 +377,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if checkpoints.latest_step() is not None:
     state = checkpoints.restore(checkpoints.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info('Resumed from the checkpoint of step %d.', int(state.step))
-  start_step = int(state.step)
-
-  p_train_step = make_train_step(config, model, tx, make_loss_fn(config, class_weights), mesh)
-  evaluator = Evaluator(config, eval_source, spec.class_names, mesh)
-
+  start_step, num_steps = int(state.step), config.train.num_steps
+  evaluator = Evaluator(config, experiment.eval_source, class_names, experiment.mesh)
   writer = metric_writers.create_default_writer(workdir,
                                                 just_logging=jax.process_index() > 0)
+  # Per-class scalars go to TensorBoard only (they would flood the log).
+  class_writer = (metric_writers.SummaryWriter(workdir) if jax.process_index() == 0
+                  else metric_writers.MultiWriter([]))
   if start_step == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
-  num_steps = config.train.num_steps
+    writer.write_hparams(_flatten(config.to_dict()))
+  if jax.process_index() == 0:  # what `evaluate` and `report` read back
+    _write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json_best_effort()))
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.train.log_every)
-  batches = pipeline.TrainBatches(
-      train_source, global_batch_size=config.train.batch_size, seed=config.seed,
-      crop_size=config.input.crop_size, scales=config.input.scales, flip=config.input.flip,
-      class_index=index, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  prefetcher = pipeline.Prefetcher(batches, config.input.num_threads)
-  tce = config.sampling.name == 'tce'
-  ahead = config.sampling.lag if tce else config.input.prefetch
-  if tce:  # the classes of the next `lag` steps are already drawn (and checkpointed)
-    for i, cls in enumerate(np.asarray(jax.device_get(state.class_queue))):
-      if start_step + i < num_steps:
-        prefetcher.submit(start_step + i, int(cls))
-  else:
-    for s in range(start_step, min(start_step + ahead, num_steps)):
-      prefetcher.submit(s)
-
+  learning_rate = create_learning_rate_fn(config)
   logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.name,
                start_step, num_steps, jax.device_count(), jax.process_count())
   window, record = [], None
   try:
-    for step in range(start_step, num_steps):
-      local = prefetcher.get(step)
-      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x),
-                           local)
-      state, metrics, next_class = p_train_step(state, batch)
-      if step + ahead < num_steps:
-        prefetcher.submit(step + ahead, next_class if tce else None)
+    for done, state, metrics in training_steps(experiment, state):
       window.append(metrics)
-      done = step + 1
       report_progress(done)
       if done % config.train.log_every == 0 or done == num_steps:
         summary = {f'train/{k}': float(np.mean(v)) for k, v in
@@ -336,21 +406,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           raise FloatingPointError(
               f'Non-finite training loss at step {done}; the last finite checkpoint is kept '
               f'in {workdir}/checkpoints.')
-        summary['train/learning_rate'] = float(create_learning_rate_fn(config)(done - 1))
-        if tce:
-          summary.update(_sampler_scalars(state.sampler, spec.class_names))
+        summary['train/learning_rate'] = float(learning_rate(done - 1))
         writer.write_scalars(done, summary)
+        if config.sampling.name == 'tce':
+          class_writer.write_scalars(done, _sampler_scalars(state.sampler, class_names))
       if done % config.train.eval_every == 0 or done == num_steps:
-        record = evaluator.write(state, done, workdir, writer)
+        record = evaluator.write(state, done, workdir, writer, class_writer)
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         checkpoints.save(done, args=ocp.args.StandardSave(state))
     if record is None and start_step >= num_steps:  # already finished: evaluate once more
-      record = evaluator.write(state, num_steps, workdir, writer)
+      record = evaluator.write(state, num_steps, workdir, writer, class_writer)
   finally:
-    prefetcher.close()
     checkpoints.wait_until_finished()
     checkpoints.close()
-    writer.flush()
+    writer.close()
+    class_writer.close()
   return record
 
 

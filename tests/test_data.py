@@ -74,7 +74,8 @@ def test_bad_records_name_dataset_split_and_index():
   source = datasets.SegmentationSource(ListRecords([good, out_of_range, wrong_size]),
                                        name='toy', split='train', num_classes=19)
   assert source[0]['label'].shape == (4, 4)
-  with pytest.raises(datasets.DataError, match=r"Label ids \[19\].*'toy', split 'train', record 1"):
+  with pytest.raises(datasets.DataError,
+                     match=r"Label ids \[19\].*'toy', split 'train', record 1"):
     source[1]
   with pytest.raises(datasets.DataError, match='record 2'):
     source[2]

@@ -1,0 +1,292 @@
+"""Tables and figures comparing runs: `python -m tce_jax.report --runs A B ... --reference A --out DIR`.
+
+Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), groups runs by
+label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),
+and writes report.md, report.csv, report.json, per_class_iou.png, fairness.png and
+qualitative.png (validation images where the reference's worst classes appear, with every
+label's prediction) into DIR. Classes are sorted by the reference's IoU, worst first.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+from typing import Sequence
+import warnings
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from tce_jax import fairness
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('runs', None, 'Run directories to compare (space or comma separated).')
+flags.DEFINE_string('reference', None, 'The reference run (default: the first run).')
+flags.DEFINE_list('labels', None, 'Labels of the runs, in order (default: config names).')
+flags.DEFINE_string('out', None, 'Output directory.')
+flags.DEFINE_integer('qualitative_images', 4, 'Validation images in qualitative.png (0: none).')
+
+STATS = ('miou', 'sorted_bottom', 'sorted_top', 'percentile_bottom', 'percentile_bottom_miou',
+         'percentile_top', 'percentile_top_miou', 'worst', 'std')
+
+
+def latest_eval(run: str) -> dict:
+  """The evaluation record of the run's latest step on its eval split."""
+  files = [f for f in glob.glob(os.path.join(run, 'eval', '*.json'))
+           if re.fullmatch(r'\d+\.json', os.path.basename(f))]
+  if not files:
+    raise FileNotFoundError(f'No evaluation in {run}/eval: train or evaluate the run first')
+  with open(max(files, key=lambda f: int(os.path.basename(f)[:-5]))) as f:
+    return json.load(f)
+
+
+def load_runs(runs: Sequence[str], labels: Sequence[str] | None) -> list[dict]:
+  """[{run, label, config, eval, iou (np [K], NaN = absent)}] in the given order."""
+  if labels is not None and len(labels) != len(runs):
+    raise ValueError(f'--labels has {len(labels)} entries for {len(runs)} runs')
+  from tce_jax.evaluate import load_run_config  # pylint: disable=g-import-not-at-top
+  loaded = []
+  for i, run in enumerate(runs):
+    config = load_run_config(run)
+    record = latest_eval(run)
+    iou = np.array([np.nan if v is None else v for v in record['per_class_iou'].values()])
+    loaded.append({'run': run, 'label': labels[i] if labels else config.name, 'config': config,
+                   'eval': record, 'iou': iou, 'classes': list(record['per_class_iou'])})
+  classes = loaded[0]['classes']
+  for r in loaded[1:]:
+    if r['classes'] != classes:
+      raise ValueError(f'{r["run"]} has other classes than {loaded[0]["run"]}: runs of '
+                       'different datasets cannot be compared')
+  return loaded
+
+
+def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and sample std over axis 0 (std 0 for a single run), NaN-aware."""
+  values = np.asarray(values, np.float64)
+  with warnings.catch_warnings():  # all-NaN columns (absent classes) stay NaN, quietly
+    warnings.simplefilter('ignore', RuntimeWarning)
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+  return mean, std
+
+
+def summarize_runs(runs: list[dict], reference_run: str, fraction: float) -> dict:
+  """Per-label mean +- std of per-class IoU and of the fairness stats against the reference."""
+  reference_label = next(r['label'] for r in runs if os.path.samefile(r['run'], reference_run))
+  reference_iou, _ = mean_std([r['iou'] for r in runs if r['label'] == reference_label])
+  classes = runs[0]['classes']
+  excluded = [c for c, v in zip(classes, reference_iou) if not np.isfinite(v)]
+  labels = list(dict.fromkeys(r['label'] for r in runs))
+  summary = {}
+  for label in labels:
+    group = [r for r in runs if r['label'] == label]
+    iou_mean, iou_std = mean_std([r['iou'] for r in group])
+    stats = [fairness.fairness_stats(r['iou'], reference_iou, fraction) for r in group]
+    stat_mean, stat_std = mean_std([[s[k] for k in STATS] for s in stats])
+    summary[label] = {
+        'runs': [r['run'] for r in group],
+        'steps': [r['eval']['step'] for r in group],
+        'per_class_iou': {c: {'mean': _num(m), 'std': _num(s)}
+                          for c, m, s in zip(classes, iou_mean, iou_std)},
+        'fairness': {k: {'mean': float(m), 'std': float(s)}
+                     for k, m, s in zip(STATS, stat_mean, stat_std)},
+        'num_classes': stats[0]['num_classes'],
+    }
+  finite = np.isfinite(reference_iou)
+  order = [classes[i] for i in np.argsort(np.where(finite, reference_iou, np.inf),
+                                          kind='stable') if finite[i]]
+  return {'reference': reference_label, 'fraction': fraction, 'class_order': order,
+          'excluded_classes': excluded, 'labels': summary}
+
+
+def _num(x) -> float | None:
+  return None if not np.isfinite(x) else float(x)
+
+
+def _cell(entry: dict, bold: bool = False) -> str:
+  if entry['mean'] is None:
+    return '-'
+  text = f"{entry['mean']:.1f}" + (f" ± {entry['std']:.1f}" if entry['std'] else '')
+  return f'**{text}**' if bold else text
+
+
+def markdown(report: dict) -> str:
+  """report.md: per-class IoU table (best per class in bold) and the fairness table."""
+  labels = list(report['labels'])
+  lines = [f"# Report\n\nReference: **{report['reference']}**; classes sorted by its IoU, worst "
+           f"first; fairness fraction {report['fraction']}. IoU in percent, mean ± std over "
+           'runs sharing a label.\n']
+  for label, entry in report['labels'].items():
+    lines.append(f"- {label}: {len(entry['runs'])} run(s), step {entry['steps']}: "
+                 + ', '.join(entry['runs']))
+  if report['excluded_classes']:
+    lines.append(f"\nLeft out (absent from the reference's evaluation): "
+                 f"{', '.join(report['excluded_classes'])}")
+  lines += ['\n## Per-class IoU\n', '| class | ' + ' | '.join(labels) + ' |',
+            '|---|' + '---|' * len(labels)]
+  for c in report['class_order']:
+    entries = [report['labels'][l]['per_class_iou'][c] for l in labels]
+    best = max((e['mean'] for e in entries if e['mean'] is not None), default=None)
+    lines.append(f'| {c} | ' + ' | '.join(_cell(e, e['mean'] == best) for e in entries) + ' |')
+  lines += ['\n## Fairness\n', '| model | ' + ' | '.join(STATS) + ' |',
+            '|---|' + '---|' * len(STATS)]
+  for label in labels:
+    stats = report['labels'][label]['fairness']
+    lines.append(f'| {label} | ' + ' | '.join(_cell(stats[k]) for k in STATS) + ' |')
+  lines.append('\nsorted_bottom/top: mean IoU over the reference\'s k worst/best classes; '
+               'percentile_*: the quantile of the model\'s own IoUs and the mean beyond it; '
+               'std: sample standard deviation over classes.')
+  return '\n'.join(lines) + '\n'
+
+
+def write_csv(report: dict, path: str):
+  with open(path, 'w', newline='') as f:
+    out = csv.writer(f)
+    out.writerow(['label', 'num_runs', 'metric', 'mean', 'std'])
+    for label, entry in report['labels'].items():
+      for c in report['class_order']:
+        e = entry['per_class_iou'][c]
+        out.writerow([label, len(entry['runs']), f'iou/{c}', e['mean'], e['std']])
+      for k in STATS:
+        out.writerow([label, len(entry['runs']), f'fairness/{k}', entry['fairness'][k]['mean'],
+                      entry['fairness'][k]['std']])
+
+
+def _grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: str):
+  width = 0.8 / max(len(series), 1)
+  x = np.arange(len(groups))
+  for i, (name, (mean, std)) in enumerate(series.items()):
+    ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(mean), width,
+           yerr=std if np.any(std) else None, label=name, capsize=2)
+  ax.set_xticks(x)
+  ax.set_xticklabels(groups, rotation=45, ha='right')
+  ax.set_ylabel(ylabel)
+  ax.legend()
+  ax.grid(axis='y', alpha=0.3)
+
+
+def plot_bars(report: dict, out: str):
+  """per_class_iou.png and fairness.png."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  classes = report['class_order']
+  series = {label: (np.array([_nan(e['per_class_iou'][c]['mean']) for c in classes]),
+                    np.array([_nan(e['per_class_iou'][c]['std']) for c in classes]))
+            for label, e in report['labels'].items()}
+  fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) + 2), 5))
+  _grouped_bars(ax, classes, series, 'IoU (%)')
+  ax.set_title(f"Per-class IoU, classes sorted by the reference ({report['reference']})")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, 'per_class_iou.png'), dpi=100)
+  plt.close(fig)
+  series = {label: (np.array([e['fairness'][k]['mean'] for k in STATS]),
+                    np.array([e['fairness'][k]['std'] for k in STATS]))
+            for label, e in report['labels'].items()}
+  fig, ax = plt.subplots(figsize=(10, 5))
+  _grouped_bars(ax, list(STATS), series, 'IoU (%)')
+  ax.set_title(f"Fairness statistics (fraction {report['fraction']}, reference "
+               f"{report['reference']})")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, 'fairness.png'), dpi=100)
+  plt.close(fig)
+
+
+def _nan(x):
+  return np.nan if x is None else x
+
+
+def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
+  """qualitative.png: image | ground truth | one prediction per label, on validation images
+  where the reference's worst classes appear most."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from tce_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from tce_jax.data import classes as classes_lib, datasets  # pylint: disable=g-import-not-at-top
+
+  first = {}
+  for r in runs:
+    first.setdefault(r['label'], r)
+  config = first[report['reference']]['config']
+  spec = datasets.get_spec(config)
+  source = datasets.load_source(config, config.dataset.eval_split)
+  names = list(spec.class_names)
+  worst = [names.index(c) for c in report['class_order'][:3]]
+  scores = np.array([np.isin(source[i]['label'], worst).sum() for i in range(len(source))])
+  chosen = [int(i) for i in np.argsort(-scores, kind='stable')[:num_images] if scores[i] > 0]
+  if not chosen:
+    chosen = list(range(min(num_images, len(source))))
+  examples = [source[i] for i in chosen]
+  predictions = {}
+  for label, r in first.items():
+    experiment, state = evaluate.restore(r['config'], r['run'])
+    model = train.models.create_model(r['config'], spec.num_classes, train=False,
+                                      output_stride=r['config'].model.eval_output_stride)
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    predictions[label] = [np.asarray(jax.device_get(jax.numpy.argmax(train.predict(
+        model, variables, e['image'][None]), -1)[0])).astype(np.uint8) for e in examples]
+    del experiment
+  columns = ['image', 'ground truth'] + list(predictions)
+  fig, axes = plt.subplots(len(examples), len(columns),
+                           figsize=(2.6 * len(columns), 1.6 * len(examples) + 0.6),
+                           squeeze=False)
+  for row, e in enumerate(examples):
+    panels = [e['image'], classes_lib.colorize(e['label'], spec.palette)]
+    panels += [classes_lib.colorize(p[row], spec.palette) for p in predictions.values()]
+    for col, panel in enumerate(panels):
+      axes[row, col].imshow(panel)
+      axes[row, col].set_xticks([])
+      axes[row, col].set_yticks([])
+      if row == 0:
+        axes[row, col].set_title(columns[col], fontsize=9)
+    axes[row, 0].set_ylabel(f'#{chosen[row]}', fontsize=8)
+  fig.suptitle('Reference\'s worst classes: ' + ', '.join(report['class_order'][:3]),
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, 'qualitative.png'), dpi=100)
+  plt.close(fig)
+
+
+def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
+                labels: Sequence[str] | None = None, qualitative_images: int = 4) -> dict:
+  """Writes every report file into `out`; returns the report dict (as report.json)."""
+  loaded = load_runs(runs, labels)
+  reference = reference or runs[0]
+  if not any(os.path.samefile(r['run'], reference) for r in loaded):
+    raise ValueError(f'--reference={reference} is not one of --runs')
+  fraction = loaded[0]['config'].eval.fairness_fraction
+  report = summarize_runs(loaded, reference, fraction)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'report.md'), 'w') as f:
+    f.write(markdown(report))
+  with open(os.path.join(out, 'report.json'), 'w') as f:
+    json.dump(report, f, indent=1)
+  write_csv(report, os.path.join(out, 'report.csv'))
+  plot_bars(report, out)
+  if qualitative_images:
+    plot_qualitative(loaded, report, out, qualitative_images)
+  return report
+
+
+def main(argv):
+  runs = list(FLAGS.runs or []) + list(argv[1:])  # `--runs A B C` leaves B C in argv
+  if not runs or not FLAGS.out:
+    raise app.UsageError('Give --runs RUN [RUN ...] and --out DIR')
+  try:
+    make_report(runs, FLAGS.out, reference=FLAGS.reference, labels=FLAGS.labels,
+                qualitative_images=FLAGS.qualitative_images)
+  except (ValueError, FileNotFoundError) as e:
+    logging.error('%s', e)
+    raise SystemExit(f'Error: {e}') from e
+  print(f'Wrote the report to {FLAGS.out}/report.md')
+
+
+if __name__ == '__main__':
+  app.run(main)

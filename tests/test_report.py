@@ -1,0 +1,79 @@
+"""Evaluation command and report generation from real (tiny) training runs."""
+
+import csv
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tce_jax import evaluate
+from tce_jax import report
+from tce_jax import train
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, tiny_dataset_config):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('runs')
+  made = {}
+  for name, overrides in [('mcce_s0', {'seed': 0}), ('mcce_s1', {'seed': 1}),
+                          ('tce', {'sampling.name': 'tce', 'tce.t': 1.0})]:
+    config = tiny_config(tiny_dataset_config, {k: v for k, v in overrides.items() if '.' in k})
+    config.seed = overrides.get('seed', 0)
+    config.name = 'mcce' if name.startswith('mcce') else 'tce'
+    train.train_and_evaluate(config, str(root / name))
+    made[name] = str(root / name)
+  return made
+
+
+def test_evaluate_command_writes_record_with_fairness(runs):
+  record = evaluate.evaluate_run(runs['tce'], overrides={'eval.scales': (0.75, 1.0),
+                                                         'eval.flip': True})
+  assert record['step'] == 4 and record['split'] == 'validation'
+  with open(os.path.join(runs['tce'], 'eval', '4.json')) as f:
+    written = json.load(f)
+  assert set(written['fairness']) >= {'miou', 'sorted_bottom', 'percentile_top_miou', 'worst',
+                                      'std', 'num_classes'}
+  assert written['fairness']['miou'] == pytest.approx(written['miou'])
+  train_record = evaluate.evaluate_run(runs['tce'], split='train')
+  assert train_record['split'] == 'train'
+  assert os.path.exists(os.path.join(runs['tce'], 'eval', '4_train.json'))
+
+
+def test_evaluate_errors_name_the_problem(runs, tmp_path):
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    evaluate.evaluate_run(str(tmp_path))
+  with pytest.raises(ValueError, match='checkpoint_step=3'):
+    evaluate.evaluate_run(runs['tce'], step=3)
+
+
+def test_report_renders_every_file(runs, tmp_path):
+  out = tmp_path / 'report'
+  result = report.make_report([runs['mcce_s0'], runs['mcce_s1'], runs['tce']], str(out),
+                              reference=runs['mcce_s0'], qualitative_images=2)
+  assert result['reference'] == 'mcce'
+  assert result['labels']['mcce']['runs'] == [runs['mcce_s0'], runs['mcce_s1']]
+  for name in ('report.md', 'report.csv', 'report.json', 'per_class_iou.png', 'fairness.png',
+               'qualitative.png'):
+    assert (out / name).stat().st_size > 0, name
+  for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png'):
+    with Image.open(out / name) as image:
+      assert image.width >= 400 and image.height >= 300, (name, image.size)
+      assert np.asarray(image.convert('L')).std() > 5, f'{name} looks blank'
+  text = (out / 'report.md').read_text()
+  assert '## Per-class IoU' in text and '## Fairness' in text and '**' in text and ' ± ' in text
+  with open(out / 'report.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert {r['label'] for r in rows} == {'mcce', 'tce'}
+  order = result['class_order']
+  ious = [result['labels']['mcce']['per_class_iou'][c]['mean'] for c in order]
+  assert ious == sorted(ious)  # sorted by the reference (the mcce mean), worst first
+
+
+def test_report_rejects_bad_arguments(runs, tmp_path):
+  with pytest.raises(ValueError, match='--labels has 1 entries for 2 runs'):
+    report.make_report([runs['mcce_s0'], runs['tce']], str(tmp_path), labels=['a'])
+  with pytest.raises(ValueError, match='is not one of --runs'):
+    report.make_report([runs['tce']], str(tmp_path), reference=runs['mcce_s0'])

@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'deeplabv3plus'  # one of tce_jax.models.MODELS
+  config.model.name = 'deeplabv3plus'  # deeplabv3plus or upernet (tce_jax.models.MODELS)
   config.model.backbone = 'resnet101'  # resnet18/34/50/101/152
   config.model.width = 64  # stem width of the ResNet (64 = standard; smaller for tests)
   config.model.output_stride = 16  # backbone output stride in training (8, 16 or 32)
@@ -39,9 +39,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.multi_grid = (1, 1, 1)  # dilation multipliers of the last stage's blocks
   config.model.aspp_channels = 256
   config.model.decoder_channels = 256
-  config.model.dropout = 0.1  # after the ASPP projection
+  config.model.upernet_channels = 512  # UPerNet: PPM / FPN / fusion channels
+  config.model.aux_channels = 256  # UPerNet: auxiliary FCN head on stage 3
+  config.model.aux_weight = 0.4  # weight of the auxiliary head's loss (models that have one)
+  config.model.dropout = 0.1  # before the classifier (after the ASPP projection in DeepLabv3+)
   config.model.bn_momentum = 0.9  # running-average decay (torch momentum 0.1)
   config.model.freeze_bn = False  # use running statistics in training (small per-device batch)
+  # Orbax checkpoint of ImageNet backbone weights (scripts/convert_resnet.py); None = random.
+  config.model.pretrained = ml_collections.FieldReference(None, field_type=str)
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'mcce'  # mcce, weighted_ce, focal, tce_image, tce_class

@@ -37,6 +37,7 @@ from tce_jax import sampling
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
+from tce_jax.models import pretrained
 
 AXIS = 'batch'  # the mesh axis the batch is split over
 _DROPOUT_STREAM, _SAMPLER_STREAM = 0, 1
@@ -113,17 +114,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
       lax.axis_index(axis_name))
 
   def objective(params):
-    logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                   images, train=True, rngs={'dropout': dropout_key},
-                                   mutable=['batch_stats'])
-    return loss_fn(logits, labels, state.step, axis_name), (logits, new_vars)
+    outputs, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                    images, train=True, rngs={'dropout': dropout_key},
+                                    mutable=['batch_stats'])
+    logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
+    main_loss = loss_fn(logits, labels, state.step, axis_name)
+    loss = main_loss
+    if aux_logits is not None:  # UPerNet's auxiliary head
+      loss = loss + config.model.aux_weight * loss_fn(aux_logits, labels, state.step, axis_name)
+    return loss, (logits, new_vars, main_loss)
 
-  (loss, (logits, new_vars)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  (loss, (logits, new_vars, main_loss)), grads = jax.value_and_grad(
+      objective, has_aux=True)(state.params)
   grads = lax.pmean(grads, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   logits = lax.stop_gradient(logits)
-  mcce = loss if config.loss.name == 'mcce' else losses.cross_entropy(
+  mcce = main_loss if config.loss.name == 'mcce' else losses.cross_entropy(
       logits, labels, axis_name=axis_name)
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) & (labels != losses.IGNORE_INDEX))
   valid = jnp.sum(labels != losses.IGNORE_INDEX)
@@ -191,7 +198,7 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx, *, num_clas
   key = jax.random.PRNGKey(config.seed)
   h, w = config.input.crop_size
   variables = model.init({'params': jax.random.fold_in(key, 2), 'dropout': key},
-                         jnp.zeros((1, h, w, 3), jnp.float32), train=False)
+                         jnp.zeros((1, h, w, 3), jnp.float32), train=True)  # + aux heads
   params = variables['params']
   sampler = sampling.init_sampler(num_classes, config.tce.t, available=available)
   if config.sampling.name == 'tce':
@@ -300,9 +307,16 @@ class Experiment:
   def initial_state(self) -> TrainState:
     available = (self.class_index.available if self.class_index is not None
                  else np.ones(self.spec.num_classes, bool))
-    return jax.jit(functools.partial(create_train_state, self.config, self.model, self.tx,
-                                     num_classes=self.spec.num_classes, available=available),
-                   out_shardings=NamedSharding(self.mesh, P()))()
+    replicated = NamedSharding(self.mesh, P())
+    state = jax.jit(functools.partial(create_train_state, self.config, self.model, self.tx,
+                                      num_classes=self.spec.num_classes, available=available),
+                    out_shardings=replicated)()
+    if self.config.model.pretrained:  # ImageNet weights for the backbone
+      variables = pretrained.apply_backbone(
+          {'params': state.params, 'batch_stats': state.batch_stats},
+          pretrained.load_backbone(self.config.model.pretrained))
+      state = state.replace(**jax.device_put(variables, replicated))
+    return state
 
   def train_batches(self) -> pipeline.TrainBatches:
     c = self.config

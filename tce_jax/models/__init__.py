@@ -10,9 +10,10 @@ import ml_collections
 
 from tce_jax.models.deeplabv3plus import DeepLabV3Plus
 from tce_jax.models.resnet import RESNETS
+from tce_jax.models.upernet import UPerNet
 
 # config.model.name -> model class
-MODELS: dict[str, type[nn.Module]] = {'deeplabv3plus': DeepLabV3Plus}
+MODELS: dict[str, type[nn.Module]] = {'deeplabv3plus': DeepLabV3Plus, 'upernet': UPerNet}
 BACKBONES = tuple(RESNETS)
 
 
@@ -22,7 +23,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, *, train: 
 
   The training and evaluation models share parameters; they differ in BatchNorm mode
   (batch statistics vs running averages; frozen BN uses running averages in both) and
-  possibly in output stride.
+  possibly in output stride. In training a model may return (logits, auxiliary logits).
   """
   m = config.model
   use_running_average = (not train) or m.freeze_bn
@@ -36,4 +37,6 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, *, train: 
                 dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
   if m.name == 'deeplabv3plus':
     kwargs.update(aspp_channels=m.aspp_channels, decoder_channels=m.decoder_channels)
+  else:
+    kwargs.update(channels=m.upernet_channels, aux_channels=m.aux_channels)
   return MODELS[m.name](**kwargs)

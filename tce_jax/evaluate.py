@@ -18,6 +18,8 @@ from clu import metric_writers
 import ml_collections
 import orbax.checkpoint as ocp
 
+from configs import default
+
 from tce_jax import train
 
 FLAGS = flags.FLAGS
@@ -38,13 +40,27 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training run '
                             'directory (python -m tce_jax.main writes it)')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = default.get_config()  # fields added since the run was made keep their defaults
+  _merge(config, saved, 'config')
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict, where: str):
+  for key, value in saved.items():
+    if key not in config:
+      logging.warning('%s.%s of the saved config is unknown to this version; ignored.', where,
+                      key)
+    elif isinstance(value, dict):
+      _merge(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
   """(experiment, train state at `step`) of a run; the latest checkpoint when step is None."""
   experiment = train.build_experiment(config)
-  directory = os.path.join(workdir, 'checkpoints')
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   with ocp.CheckpointManager(directory) as manager:
     steps = manager.all_steps()
     if not steps:

@@ -26,6 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.crop_size = (128, 128)  # training crop (height, width); images are padded to it
   config.input.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # random rescale factors
   config.input.flip = True  # random horizontal flip
+  # mmsegmentation-style rescaling instead of `scales`: fit into base_size x r, r ~ U(ratio_range).
+  config.input.base_size = ml_collections.FieldReference(None, field_type=tuple)  # (long, short)
+  config.input.ratio_range = (0.5, 2.0)
+  config.input.photometric = False  # brightness / contrast jitter
+  config.input.eval_size = ml_collections.FieldReference(None, field_type=tuple)  # (long, short) keep-ratio resize at eval; None = full resolution
   config.input.eval_batch_size = 8  # global batch of the evaluation (padded at the end)
   config.input.num_threads = 2  # host threads that load and augment batches
   config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)

@@ -23,14 +23,18 @@ from configs import default
 from tce_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Run directory (holds config.json and checkpoints/).')
-flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to evaluate (default: the latest).')
-flags.DEFINE_string('split', None, 'Split to evaluate (default: the config\'s eval split).')
-flags.DEFINE_integer('output_stride', None, 'Override config.model.eval_output_stride.')
-flags.DEFINE_list('scales', None, 'Override config.eval.scales, e.g. 0.75,1.0,1.25.')
-flags.DEFINE_bool('flip', None, 'Override config.eval.flip.')
-flags.DEFINE_string('data_dir', None, 'Override config.dataset.data_dir.')
-flags.mark_flags_as_required(['workdir'])
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing defines none)."""
+  flags.DEFINE_string('workdir', None, 'Run directory (holds config.json and checkpoints/).')
+  flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to evaluate (default: the latest).')
+  flags.DEFINE_string('split', None, 'Split to evaluate (default: the config\'s eval split).')
+  flags.DEFINE_integer('output_stride', None, 'Override config.model.eval_output_stride.')
+  flags.DEFINE_list('scales', None, 'Override config.eval.scales, e.g. 0.75,1.0,1.25.')
+  flags.DEFINE_bool('flip', None, 'Override config.eval.flip.')
+  flags.DEFINE_string('data_dir', None, 'Override config.dataset.data_dir.')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -54,7 +58,7 @@ def _merge(config: ml_collections.ConfigDict, saved: dict, where: str):
     elif isinstance(value, dict):
       _merge(config[key], value, f'{where}.{key}')
     else:
-      config[key] = tuple(value) if isinstance(config[key], tuple) else value
+      config[key] = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
@@ -121,4 +125,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

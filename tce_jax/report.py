@@ -25,11 +25,17 @@ import numpy as np
 from tce_jax import fairness
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('runs', None, 'Run directories to compare (space or comma separated).')
-flags.DEFINE_string('reference', None, 'The reference run (default: the first run).')
-flags.DEFINE_list('labels', None, 'Labels of the runs, in order (default: config names).')
-flags.DEFINE_string('out', None, 'Output directory.')
-flags.DEFINE_integer('qualitative_images', 4, 'Validation images in qualitative.png (0: none).')
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing defines none)."""
+  flags.DEFINE_list('runs', None, 'Run directories to compare (space or comma separated).')
+  flags.DEFINE_string('reference', None, 'The reference run (default: the first run).')
+  flags.DEFINE_list('labels', None, 'Labels of the runs, in order (default: config names).')
+  flags.DEFINE_string('out', None, 'Output directory.')
+  flags.DEFINE_integer('qualitative_images', 4,
+                       'Validation images in qualitative.png (0: none).')
+
 
 STATS = ('miou', 'sorted_bottom', 'sorted_top', 'percentile_bottom', 'percentile_bottom_miou',
          'percentile_top', 'percentile_top_miou', 'worst', 'std')
@@ -289,4 +295,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -251,7 +251,7 @@ class Evaluator:
     confusion = None
     for batch in pipeline.prefetch_iterator(pipeline.eval_batches(
         self.source, self.config.input.eval_batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count())):
+        process_count=jax.process_count(), size=self.config.input.eval_size)):
       batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
       cm = self._step(state, batch)
       confusion = cm if confusion is None else confusion + cm
@@ -324,7 +324,8 @@ class Experiment:
         self.train_source, global_batch_size=c.train.batch_size, seed=c.seed,
         crop_size=c.input.crop_size, scales=c.input.scales, flip=c.input.flip,
         class_index=self.class_index, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), base_size=c.input.base_size,
+        ratio_range=c.input.ratio_range, photometric=c.input.photometric)
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:

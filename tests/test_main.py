@@ -51,8 +51,14 @@ def test_main_trains_tce_end_to_end(tmp_path):
   tags = set(events.Tags()['tensors'])
   assert {'train/loss', 'eval/miou', 'sampling/probability/train', 'eval/iou/road',
           'sampling/draw_count/rider'} <= tags, sorted(tags)[:20]
-  probs = [e.step for e in events.Tensors('sampling/probability/sky')]
-  assert probs == [4, 8]
+  steps = [e.step for e in events.Tensors('sampling/probability/sky')]
+  assert steps == [4, 8]
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import tensor_util  # pylint: disable=g-import-not-at-top
+  probs = np.array([float(tensor_util.MakeNdarray(events.Tensors(tag)[-1].tensor_proto))
+                    for tag in sorted(tags) if tag.startswith('sampling/probability/')])
+  assert len(probs) == 19 and abs(probs.sum() - 1) < 1e-4
+  assert probs.std() > 1e-4, 'with t = 1 the sampling weights move away from uniform'
 
 
 def test_main_rejects_invalid_config_naming_the_field(tmp_path):

@@ -134,3 +134,34 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(make_tiny_config, tmp_
                            'confusion_matrix'}
     assert len(record['per_class_iou']) == 19 and record['step'] == step
     assert np.array(record['confusion_matrix']).shape == (19, 19)
+
+
+def test_frozen_batchnorm_keeps_running_statistics(make_tiny_config):
+  config = make_tiny_config({'model.freeze_bn': True})
+  _, batches = _state_and_batches(config, 1)
+  model = models.create_model(config, 19, train=True, axis_name=train.AXIS)
+  tx = train.create_optimizer(config)
+  state = jax.jit(lambda: train.create_train_state(config, model, tx, num_classes=19,
+                                                   available=np.ones(19, bool)))()
+  before = jax.device_get(state.batch_stats)
+  step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None),
+                               train.make_mesh())
+  state, _, _ = step(state, batches[0])
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.batch_stats))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_tilt_warmup_ramps_t_from_zero(make_tiny_config):
+  config = make_tiny_config({'loss.name': 'tce_image', 'loss.t_warmup_steps': 10,
+                             'tce.t': 2.0})
+  loss_fn = train.make_loss_fn(config, None)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 4, 4, 19)).astype(np.float32)
+  labels = rng.integers(0, 19, (3, 4, 4))
+  from tce_jax import losses  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(loss_fn(logits, labels, 0, None),
+                             losses.tilted_image_loss(logits, labels, 0.0), rtol=1e-6)
+  np.testing.assert_allclose(loss_fn(logits, labels, 5, None),
+                             losses.tilted_image_loss(logits, labels, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(loss_fn(logits, labels, 50, None),
+                             losses.tilted_image_loss(logits, labels, 2.0), rtol=1e-6)

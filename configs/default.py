@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.eval_size = ml_collections.FieldReference(None, field_type=tuple)  # (long, short) keep-ratio resize at eval; None = full resolution
   config.input.eval_batch_size = 8  # global batch of the evaluation (padded at the end)
   config.input.num_threads = 2  # host threads that load and augment batches
+  config.input.skip_bad_records = False  # replace (and count) unreadable / invalid records instead of stopping
   config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)
 
   config.model = ml_collections.ConfigDict()
@@ -79,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.poly_power = 0.9  # lr = base * (1 - step / num_steps) ** power
   config.train.weight_decay = 5e-4  # L2 on all params, added to the gradient (as torch SGD)
   config.train.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)  # None = no clipping
+  config.train.nonfinite = 'stop'  # non-finite loss/gradients: 'stop' (keep the last good checkpoint) or 'skip' the update and count it
   config.train.log_every = 50  # steps between training metric summaries
   config.train.eval_every = 500  # steps between evaluations (and at the end)
   config.train.checkpoint_every = 500  # steps between checkpoints (and at the end)

@@ -40,6 +40,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   _one_of(config, 'model.backbone', models.BACKBONES)
   _one_of(config, 'loss.name', losses.LOSSES)
   _one_of(config, 'sampling.name', SAMPLINGS)
+  _one_of(config, 'train.nonfinite', ('stop', 'skip'))
   _one_of(config, 'model.output_stride', (8, 16, 32))
   _one_of(config, 'model.eval_output_stride', (8, 16, 32))
   for field in ('train.batch_size', 'train.num_steps', 'train.learning_rate',

@@ -19,7 +19,25 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard log
                     'evaluation JSON; a run resumes from the checkpoints found there.')
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
                                 lock_config=True)
+flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0. With '
+                    '--num_processes and --process_id, starts JAX\'s distributed runtime.')
+flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.')
+flags.DEFINE_bool('distributed', False, 'Multi-host: start JAX\'s distributed runtime from the '
+                  'cluster environment (SLURM, Open MPI, ...) instead of the three flags above.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def initialize_distributed():
+  """Starts jax.distributed before any device is used, when asked to."""
+  given = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+  if any(v is not None for v in given):
+    if any(v is None for v in given):
+      raise app.UsageError('--coordinator_address, --num_processes and --process_id go together')
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  elif FLAGS.distributed:
+    jax.distributed.initialize()
 
 
 class _QuietLibraries(logging_lib.Filter):
@@ -34,6 +52,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  initialize_distributed()
   # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
   tf.config.experimental.set_visible_devices([], 'GPU')
   logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),

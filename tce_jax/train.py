@@ -22,6 +22,7 @@ from clu import periodic_actions
 import flax.struct
 import jax
 from jax import lax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
@@ -53,6 +54,7 @@ class TrainState:
   sampler: sampling.SamplerState
   class_queue: jax.Array  # [lag] int32: classes drawn for steps step .. step+lag-1 (tce)
   key: jax.Array  # uint32 [2] base key of dropout and class draws
+  nonfinite_steps: jax.Array  # steps whose loss or gradients were not finite (skipped)
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -127,26 +129,39 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
   (loss, (logits, new_vars, main_loss)), grads = jax.value_and_grad(
       objective, has_aux=True)(state.params)
   grads = lax.pmean(grads, axis_name)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+  def unless_nonfinite(new, old):
+    """With config.train.nonfinite='skip', a non-finite step changes no model state."""
+    if config.train.nonfinite != 'skip':
+      return new
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params = unless_nonfinite(optax.apply_updates(state.params, updates), state.params)
+  opt_state = unless_nonfinite(opt_state, state.opt_state)
+  batch_stats = unless_nonfinite(new_vars['batch_stats'], state.batch_stats)
+  nonfinite_steps = state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
   logits = lax.stop_gradient(logits)
   mcce = main_loss if config.loss.name == 'mcce' else losses.cross_entropy(
       logits, labels, axis_name=axis_name)
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) & (labels != losses.IGNORE_INDEX))
   valid = jnp.sum(labels != losses.IGNORE_INDEX)
-  metrics = {'loss': loss, 'mcce': mcce, 'grad_norm': optax.global_norm(grads),
+  metrics = {'loss': loss, 'mcce': mcce, 'grad_norm': grad_norm, 'finite': finite,
+             'nonfinite_steps': nonfinite_steps,
              'pixel_accuracy': 100.0 * lax.psum(correct, axis_name) / jnp.maximum(
                  lax.psum(valid, axis_name), 1)}
   sampler, class_queue = state.sampler, state.class_queue
   next_class = jnp.int32(-1)
   if config.sampling.name == 'tce':  # Algorithm 1, lines 3-8 then 2a for step + lag
-    sampler = sampling.update_sampler(sampler, class_queue[0], mcce, t=config.tce.t,
-                                      gamma=config.tce.gamma)
+    sampler = unless_nonfinite(sampling.update_sampler(
+        sampler, class_queue[0], mcce, t=config.tce.t, gamma=config.tce.gamma), sampler)
     next_class = sampling.draw_class(sampler, _draw_key(state.key, state.step + len(class_queue)))
     class_queue = jnp.concatenate([class_queue[1:], next_class[None]])
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=new_vars['batch_stats'], opt_state=opt_state,
-                            sampler=sampler, class_queue=class_queue)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, sampler=sampler, class_queue=class_queue,
+                            nonfinite_steps=nonfinite_steps)
   return new_state, metrics, next_class
 
 
@@ -208,7 +223,7 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx, *, num_clas
     class_queue = jnp.full((1,), -1, jnp.int32)  # unused (orbax cannot save empty arrays)
   return TrainState(step=jnp.int32(0), params=params, batch_stats=variables['batch_stats'],
                     opt_state=tx.init(params), sampler=sampler, class_queue=class_queue,
-                    key=key)
+                    key=key, nonfinite_steps=jnp.int32(0))
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -318,6 +333,7 @@ class Experiment:
       state = state.replace(**jax.device_put(variables, replicated))
     return state
 
+  @functools.cached_property
   def train_batches(self) -> pipeline.TrainBatches:
     c = self.config
     return pipeline.TrainBatches(
@@ -325,16 +341,27 @@ class Experiment:
         crop_size=c.input.crop_size, scales=c.input.scales, flip=c.input.flip,
         class_index=self.class_index, process_index=jax.process_index(),
         process_count=jax.process_count(), base_size=c.input.base_size,
-        ratio_range=c.input.ratio_range, photometric=c.input.photometric)
+        ratio_range=c.input.ratio_range, photometric=c.input.photometric,
+        skip_bad_records=c.input.skip_bad_records)
+
+  def skipped_records(self) -> int:
+    """Bad training records replaced so far in this process (config.input.skip_bad_records)."""
+    return self.train_batches.skipped
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validates `config` and builds everything training needs (no compilation yet)."""
   config_validation.validate_config(config, jax.device_count(), jax.process_count())
   spec = datasets.get_spec(config)
+  needs_index = config.sampling.name == 'tce' or config.loss.name in ('focal', 'weighted_ce')
+  if jax.process_count() > 1:  # process 0 generates / indexes first; the others then read
+    if jax.process_index() == 0:
+      source = datasets.load_source(config, config.dataset.train_split)
+      if needs_index:
+        class_index_lib.load_class_index(source)
+    multihost_utils.sync_global_devices('dataset and class index ready')
   train_source = datasets.load_source(config, config.dataset.train_split)
   eval_source = datasets.load_source(config, config.dataset.eval_split)
-  needs_index = config.sampling.name == 'tce' or config.loss.name in ('focal', 'weighted_ce')
   index = class_index_lib.load_class_index(train_source) if needs_index else None
   class_weights = (class_index_lib.inverse_frequency_weights(index.pixel_counts)
                    if index is not None else None)
@@ -358,7 +385,7 @@ def training_steps(experiment: Experiment, state: TrainState) -> Iterator[tuple]
   start, num_steps = int(state.step), config.train.num_steps
   tce = config.sampling.name == 'tce'
   ahead = config.sampling.lag if tce else config.input.prefetch
-  prefetcher = pipeline.Prefetcher(experiment.train_batches(), config.input.num_threads)
+  prefetcher = pipeline.Prefetcher(experiment.train_batches, config.input.num_threads)
   try:
     if tce:  # the classes of the next `lag` steps are already drawn (and checkpointed)
       for i, cls in enumerate(np.asarray(jax.device_get(state.class_queue))):
@@ -382,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval."""
   experiment = build_experiment(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  _check_writable(workdir)
   class_names = experiment.spec.class_names
   state = experiment.initial_state()
   checkpoints = ocp.CheckpointManager(
@@ -390,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
                                            create=True))
   if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(checkpoints.latest_step(), args=ocp.args.StandardRestore(state))
+    state = restore_checkpoint(checkpoints, checkpoints.latest_step(), state)
     logging.info('Resumed from the checkpoint of step %d.', int(state.step))
   start_step, num_steps = int(state.step), config.train.num_steps
   evaluator = Evaluator(config, experiment.eval_source, class_names, experiment.mesh)
@@ -408,26 +435,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   learning_rate = create_learning_rate_fn(config)
   logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.name,
                start_step, num_steps, jax.device_count(), jax.process_count())
-  window, record = [], None
+  window, unchecked, record = [], [], None
+
+  def check_finite():
+    """config.train.nonfinite='stop': stop at the first non-finite step since the last check
+    (before anything of it is saved or evaluated)."""
+    flags = np.asarray(jax.device_get([f for _, f in unchecked]), bool)
+    steps = [s for s, _ in unchecked]
+    unchecked.clear()
+    if config.train.nonfinite == 'stop' and not flags.all():
+      raise FloatingPointError(
+          f'Non-finite loss or gradients at step {steps[int(np.argmin(flags))]} '
+          f'(config.train.nonfinite=stop). The checkpoints in {workdir}/checkpoints (latest: '
+          f'step {checkpoints.latest_step()}) hold only finite parameters; lower the learning '
+          'rate, or use --config.train.nonfinite=skip to skip such steps.')
+
   try:
     for done, state, metrics in training_steps(experiment, state):
       window.append(metrics)
+      unchecked.append((done, metrics['finite']))
       report_progress(done)
       if done % config.train.log_every == 0 or done == num_steps:
+        check_finite()
         summary = {f'train/{k}': float(np.mean(v)) for k, v in
-                   jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()}
+                   jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()
+                   if k not in ('finite', 'nonfinite_steps')}
+        summary['train/nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
         window = []
-        if not np.isfinite(summary['train/loss']):
-          raise FloatingPointError(
-              f'Non-finite training loss at step {done}; the last finite checkpoint is kept '
-              f'in {workdir}/checkpoints.')
         summary['train/learning_rate'] = float(learning_rate(done - 1))
+        summary['train/skipped_records'] = experiment.skipped_records()
         writer.write_scalars(done, summary)
         if config.sampling.name == 'tce':
           class_writer.write_scalars(done, _sampler_scalars(state.sampler, class_names))
       if done % config.train.eval_every == 0 or done == num_steps:
+        check_finite()
         record = evaluator.write(state, done, workdir, writer, class_writer)
       if done % config.train.checkpoint_every == 0 or done == num_steps:
+        check_finite()
         checkpoints.save(done, args=ocp.args.StandardSave(state))
     if record is None and start_step >= num_steps:  # already finished: evaluate once more
       record = evaluator.write(state, num_steps, workdir, writer, class_writer)
@@ -437,6 +481,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
     class_writer.close()
   return record
+
+
+def restore_checkpoint(checkpoints: ocp.CheckpointManager, step: int,
+                       target: TrainState) -> TrainState:
+  """Restores `step` into the structure of `target`; a clear error if they do not fit."""
+  try:
+    return checkpoints.restore(step, args=ocp.args.StandardRestore(target))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(
+        f'The checkpoint of step {step} in {checkpoints.directory} does not fit this config '
+        f'(another model, backbone, width, number of classes or sampler?): {e}') from e
+
+
+def _check_writable(workdir: str):
+  """Fails early, with the path, when the workdir cannot be created or written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'The workdir {workdir} is not writable: {e}') from e
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:

@@ -1,6 +1,7 @@
 """Test set-up: two fake CPU devices, so every test can check multi-device code."""
 
 import os
+import sys
 
 # Must happen before JAX is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
@@ -50,3 +51,24 @@ def make_tiny_config(tiny_dataset_config):
 
 def pytest_report_header(config):
   return f'jax {jax.__version__}, devices: {jax.devices()}'
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main_command(config_file, workdir, data_dir, *extra) -> list[str]:
+  """`python -m tce_jax.main` on a tiny model and the tiny synthetic dataset, + `extra` flags."""
+  return [sys.executable, '-m', 'tce_jax.main', f'--config={config_file}',
+          f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}',
+          '--config.model.backbone=resnet18', '--config.model.width=8',
+          '--config.model.aspp_channels=16', '--config.model.decoder_channels=16',
+          '--config.input.crop_size=(32, 32)', '--config.input.eval_batch_size=4',
+          '--config.dataset.synthetic.num_train=48',
+          '--config.dataset.synthetic.num_validation=8',
+          '--config.dataset.synthetic.height=32', '--config.dataset.synthetic.width=64',
+          '--config.train.batch_size=4', *extra]
+
+
+def subprocess_env(devices: int = 2) -> dict[str, str]:
+  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+              PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))

@@ -11,34 +11,26 @@ import pytest
 
 from tce_jax import config_validation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import main_command, ROOT, subprocess_env
+
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
                  if not p.endswith('__init__.py'))
 
 
 def run_main(*args, timeout=600):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  return subprocess.run([sys.executable, '-m', 'tce_jax.main', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
-
-
-TINY = ['--config.model.backbone=resnet18', '--config.model.width=8',
-        '--config.model.aspp_channels=16', '--config.model.decoder_channels=16',
-        '--config.input.crop_size=(32, 32)', '--config.input.eval_batch_size=4',
-        '--config.dataset.synthetic.num_train=48', '--config.dataset.synthetic.num_validation=8',
-        '--config.dataset.synthetic.height=32', '--config.dataset.synthetic.width=64',
-        '--config.train.batch_size=4', '--config.train.num_steps=8',
-        '--config.train.log_every=4', '--config.train.eval_every=8',
-        '--config.train.checkpoint_every=4']
+  return subprocess.run([sys.executable, '-m', 'tce_jax.main', *args], cwd=ROOT,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=timeout,
+                        check=False)
 
 
 @pytest.mark.slow
 def test_main_trains_tce_end_to_end(tmp_path):
   workdir = tmp_path / 'run'
-  result = run_main('--config=configs/synthetic_tce.py', f'--workdir={workdir}',
-                    f'--config.dataset.data_dir={tmp_path / "tfds"}', '--config.tce.t=1.0',
-                    *TINY)
+  result = subprocess.run(
+      main_command('configs/synthetic_tce.py', workdir, tmp_path / 'tfds', '--config.tce.t=1.0',
+                   '--config.train.num_steps=8', '--config.train.log_every=4',
+                   '--config.train.eval_every=8', '--config.train.checkpoint_every=4'),
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(workdir / 'eval' / '8.json') as f:
     record = json.load(f)

@@ -56,13 +56,16 @@ def pytest_report_header(config):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main_command(config_file, workdir, data_dir, *extra) -> list[str]:
-  """`python -m tce_jax.main` on a tiny model and the tiny synthetic dataset, + `extra` flags."""
+def main_command(config_file, workdir, data_dir, *extra, crop=(32, 32)) -> list[str]:
+  """`python -m tce_jax.main` on a tiny model and the tiny synthetic dataset, + `extra` flags.
+
+  (A tuple field given twice on the command line is concatenated, hence `crop`.)
+  """
   return [sys.executable, '-m', 'tce_jax.main', f'--config={config_file}',
           f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}',
           '--config.model.backbone=resnet18', '--config.model.width=8',
           '--config.model.aspp_channels=16', '--config.model.decoder_channels=16',
-          '--config.input.crop_size=(32, 32)', '--config.input.eval_batch_size=4',
+          f'--config.input.crop_size={tuple(crop)}', '--config.input.eval_batch_size=4',
           '--config.dataset.synthetic.num_train=48',
           '--config.dataset.synthetic.num_validation=8',
           '--config.dataset.synthetic.height=32', '--config.dataset.synthetic.width=64',

@@ -29,10 +29,10 @@ def final_params(workdir):
 
 def kill_test_command(workdir, data_dir):
   return main_command('configs/synthetic_tce.py', workdir, data_dir,
-                      '--config.model.width=16', '--config.input.crop_size=(64, 64)',
+                      '--config.model.width=16',
                       '--config.train.num_steps=40', '--config.train.log_every=4',
                       '--config.train.eval_every=40', '--config.train.checkpoint_every=4',
-                      '--config.train.keep_checkpoints=20')
+                      '--config.train.keep_checkpoints=20', crop=(64, 64))
 
 
 def test_sigkill_and_restart_reaches_the_same_parameters(tmp_path):

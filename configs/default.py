@@ -14,8 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'synthetic'  # one of tce_jax.data.datasets.DATASETS
-  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds data_dir; None = ~/tensorflow_datasets
-  config.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)  # archives of datasets that need a manual download
+  # tfds data_dir of the prepared datasets; None = ~/tensorflow_datasets.
+  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
   # Sizes of the built-in synthetic dataset (ignored by the real datasets).
@@ -26,14 +26,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.crop_size = (128, 128)  # training crop (height, width); images are padded to it
   config.input.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # random rescale factors
   config.input.flip = True  # random horizontal flip
-  # mmsegmentation-style rescaling instead of `scales`: fit into base_size x r, r ~ U(ratio_range).
-  config.input.base_size = ml_collections.FieldReference(None, field_type=tuple)  # (long, short)
+  # mmsegmentation-style rescaling instead of `scales`: fit into base_size (long, short)
+  # times r ~ U(ratio_range), keeping the aspect ratio. None = use `scales`.
+  config.input.base_size = ml_collections.FieldReference(None, field_type=tuple)
   config.input.ratio_range = (0.5, 2.0)
   config.input.photometric = False  # brightness / contrast jitter
-  config.input.eval_size = ml_collections.FieldReference(None, field_type=tuple)  # (long, short) keep-ratio resize at eval; None = full resolution
+  # (long, short): keep-ratio resize for evaluation (ADE20k: (2048, 512)); None = full size.
+  config.input.eval_size = ml_collections.FieldReference(None, field_type=tuple)
   config.input.eval_batch_size = 8  # global batch of the evaluation (padded at the end)
   config.input.num_threads = 2  # host threads that load and augment batches
-  config.input.skip_bad_records = False  # replace (and count) unreadable / invalid records instead of stopping
+  # Replace (and count) unreadable / invalid training records instead of stopping.
+  config.input.skip_bad_records = False
   config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)
 
   config.model = ml_collections.ConfigDict()
@@ -79,8 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.momentum = 0.9
   config.train.poly_power = 0.9  # lr = base * (1 - step / num_steps) ** power
   config.train.weight_decay = 5e-4  # L2 on all params, added to the gradient (as torch SGD)
-  config.train.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)  # None = no clipping
-  config.train.nonfinite = 'stop'  # non-finite loss/gradients: 'stop' (keep the last good checkpoint) or 'skip' the update and count it
+  # Clip gradients to this global norm; None = no clipping.
+  config.train.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
+  # Non-finite loss or gradients: 'stop' (only finite checkpoints are kept) or 'skip' the
+  # update and count it.
+  config.train.nonfinite = 'stop'
   config.train.log_every = 50  # steps between training metric summaries
   config.train.eval_every = 500  # steps between evaluations (and at the end)
   config.train.checkpoint_every = 500  # steps between checkpoints (and at the end)

@@ -63,10 +63,11 @@ def main(argv):
                   'round_medians_ms': [1e3 * float(np.median(r)) for r in runs],
                   'images_per_s': batch / float(np.median(all_times))}
   ratio = rows['tce']['median_ms'] / rows['uniform']['median_ms']
-  print(f'\nconfig: {FLAGS.config.name}, batch {batch}, crop {tuple(FLAGS.config.input.crop_size)}, '
+  crop = tuple(FLAGS.config.input.crop_size)
+  print(f'\nconfig: {FLAGS.config.name}, batch {batch}, crop {crop}, '
         f'{jax.device_count()} x {jax.devices()[0].platform}, {FLAGS.rounds} rounds x '
         f'{FLAGS.steps} steps')
-  print(f'| sampling | median step (ms) | p90 (ms) | per-round medians (ms) | images/s |')
+  print('| sampling | median step (ms) | p90 (ms) | per-round medians (ms) | images/s |')
   print('|---|---|---|---|---|')
   for name, r in rows.items():
     rounds = ', '.join(f'{m:.1f}' for m in r['round_medians_ms'])

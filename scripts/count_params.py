@@ -48,7 +48,8 @@ def main(argv):
         f'{k} classes, output stride {config.model.output_stride}')
   for group, n in counts.items():
     print(f'  {group:32s} {n:>12,}')
-  print(f"  {'backbone total':32s} {sum(n for g, n in counts.items() if g.startswith('backbone')):>12,}")
+  backbone = sum(n for g, n in counts.items() if g.startswith('backbone'))
+  print(f"  {'backbone total':32s} {backbone:>12,}")
   print(f'params: {sum(counts.values())}')
   if FLAGS.flops:
     h, w = (int(v) for v in FLAGS.size) if FLAGS.size else config.input.crop_size

@@ -1,4 +1,6 @@
-"""Tables and figures comparing runs: `python -m tce_jax.report --runs A B ... --reference A --out DIR`.
+"""Tables and figures comparing runs.
+
+  python -m tce_jax.report --runs A B ... --reference A --out DIR
 
 Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), groups runs by
 label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -415,7 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpoints = ocp.CheckpointManager(
       os.path.join(workdir, 'checkpoints'),
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
-                                           create=True))
+                                           create=True, cleanup_tmp_directories=True))
   if checkpoints.latest_step() is not None:
     state = restore_checkpoint(checkpoints, checkpoints.latest_step(), state)
     logging.info('Resumed from the checkpoint of step %d.', int(state.step))
@@ -472,11 +471,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         record = evaluator.write(state, done, workdir, writer, class_writer)
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         check_finite()
-        checkpoints.save(done, args=ocp.args.StandardSave(state))
+        _saving(checkpoints, done, lambda: checkpoints.save(
+            done, args=ocp.args.StandardSave(state)))
     if record is None and start_step >= num_steps:  # already finished: evaluate once more
       record = evaluator.write(state, num_steps, workdir, writer, class_writer)
   finally:
-    checkpoints.wait_until_finished()
+    _saving(checkpoints, num_steps, checkpoints.wait_until_finished)
     checkpoints.close()
     writer.close()
     class_writer.close()
@@ -492,6 +492,17 @@ def restore_checkpoint(checkpoints: ocp.CheckpointManager, step: int,
     raise ValueError(
         f'The checkpoint of step {step} in {checkpoints.directory} does not fit this config '
         f'(another model, backbone, width, number of classes or sampler?): {e}') from e
+
+
+def _saving(checkpoints: ocp.CheckpointManager, step: int, action: Callable[[], Any]):
+  """Runs a checkpoint save (or waits for one); a failure (disk full, ...) names the place and
+  the complete checkpoints. A failed save is left in orbax's temporary directory, which is
+  never taken for a checkpoint and is removed at the next start."""
+  try:
+    action()
+  except Exception as e:  # pylint: disable=broad-except
+    raise OSError(f'Writing a checkpoint (up to step {step}) in {checkpoints.directory} '
+                  f'failed: {e}. Complete checkpoints: {checkpoints.all_steps()}.') from e
 
 
 def _check_writable(workdir: str):

@@ -37,7 +37,7 @@ def test_main_trains_tce_end_to_end(tmp_path):
   assert record['step'] == 8 and 0 <= record['miou'] <= 100
   assert list(record['per_class_iou'])[:3] == ['road', 'sidewalk', 'building']
   assert os.listdir(workdir / 'checkpoints')
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=all
   events = event_accumulator.EventAccumulator(str(workdir), size_guidance={'tensors': 0})
   events.Reload()
   tags = set(events.Tags()['tensors'])

@@ -166,3 +166,29 @@ def test_fuzz_sampler_stays_a_distribution(updates, t, gamma):
   probs = np.asarray(sampling.class_probabilities(state))
   assert np.all(np.isfinite(probs)) and abs(probs.sum() - 1) < 1e-5
   assert 0 <= int(sampling.draw_class(state, jax.random.PRNGKey(0))) < 5
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 3 MB tmpfs: room for one tiny checkpoint, not for two."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3M', 'tmpfs', str(mount)],
+                          capture_output=True, text=True, check=False)
+  if result.returncode:
+    pytest.skip(f'cannot mount a small tmpfs here: {result.stderr.strip()}')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=False)
+
+
+def test_disk_full_is_a_clear_error_and_leaves_complete_checkpoints(make_tiny_config,
+                                                                    tiny_disk):
+  config = make_tiny_config({'train.num_steps': 30, 'train.checkpoint_every': 1,
+                             'train.keep_checkpoints': 100, 'train.eval_every': 100})
+  with pytest.raises(OSError, match='No space left on device.*Complete checkpoints: \\[1'):
+    train.train_and_evaluate(config, str(tiny_disk / 'run'))
+  with ocp.CheckpointManager(os.path.join(tiny_disk, 'run', 'checkpoints')) as manager:
+    steps = manager.all_steps()
+    assert steps and max(steps) < 30
+    for step in steps:  # every checkpoint that looks complete is complete
+      manager.restore(step)

@@ -10,11 +10,11 @@ expected leftovers): anything else is listed in the error.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
 import flax.linen as nn
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +50,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def torch_key(collection: str, path: tuple[str, ...]) -> str:
-  """Flax backbone path ('layer1_0', 'downsample_bn', 'scale') -> torch 'layer1.0.downsample.1.weight'."""
+  """Flax path ('layer1_0', 'downsample_bn', 'scale') -> 'layer1.0.downsample.1.weight'."""
   *modules, leaf = path
   parts = []
   for m in modules:

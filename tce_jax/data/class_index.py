@@ -1,0 +1,97 @@
+"""The class index of a split: D_c (images containing class c) and per-class pixel counts.
+
+Built in one vectorised pass over the labels (bincount per image) and cached next to the
+dataset, keyed by the source's fingerprint (dataset, version, split, size): a stale cache
+is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import tqdm
+
+from tce_jax.data.datasets import SegmentationSource
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassIndex:
+  """presence [N, K] bool: image n contains class k; pixel_counts [K] int64."""
+  presence: np.ndarray
+  pixel_counts: np.ndarray
+
+  @property
+  def num_classes(self) -> int:
+    return self.presence.shape[1]
+
+  def members(self, cls: int) -> np.ndarray:
+    """D_c: the indices of the images that contain class `cls`, ascending."""
+    return np.flatnonzero(self.presence[:, cls])
+
+  @property
+  def available(self) -> np.ndarray:
+    """[K] bool: classes with a non-empty D_c (the only ones the sampler may draw)."""
+    return self.presence.any(axis=0)
+
+  @property
+  def image_counts(self) -> np.ndarray:
+    return self.presence.sum(axis=0)
+
+
+def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
+  """Per-class weights 1 / pixel frequency, normalised to mean 1 over the classes seen.
+
+  Classes without pixels get weight 0 (they never occur in the labels). Used as focal
+  alpha and as weighted-CE weights.
+  """
+  counts = np.asarray(pixel_counts, np.float64)
+  seen = counts > 0
+  weights = np.zeros_like(counts)
+  weights[seen] = counts[seen].sum() / counts[seen]
+  return (weights / weights[seen].mean()).astype(np.float32)
+
+
+def compute_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:
+  """One pass over the labels of `source`."""
+  k = source.num_classes
+  presence = np.zeros((len(source), k), bool)
+  pixel_counts = np.zeros((k,), np.int64)
+  start = time.perf_counter()
+  for i in tqdm.trange(len(source), desc=f'class index of {source.name}/{source.split}',
+                       disable=not progress, mininterval=2.0):
+    counts = np.bincount(source[i]['label'].ravel(), minlength=256)[:k]
+    presence[i] = counts > 0
+    pixel_counts += counts
+  elapsed = time.perf_counter() - start
+  logging.info('Class index of %s/%s: %d images in %.1fs (%.0f images/s).', source.name,
+               source.split, len(source), elapsed, len(source) / max(elapsed, 1e-9))
+  return ClassIndex(presence, pixel_counts)
+
+
+def cache_path(source: SegmentationSource) -> str:
+  return os.path.join(source.cache_dir, f'class_index_{source.split}.npz')
+
+
+def load_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:
+  """The class index of `source`, from its cache when the cache matches the source."""
+  path = cache_path(source)
+  if os.path.exists(path):
+    with np.load(path) as cached:
+      if str(cached['fingerprint']) == source.fingerprint and cached['presence'].shape == (
+          len(source), source.num_classes):
+        return ClassIndex(cached['presence'], cached['pixel_counts'])
+    logging.info('Class index cache %s is stale: rebuilding it.', path)
+  index = compute_class_index(source, progress=progress)
+  # Written to a temporary file, then renamed: a crash never leaves a half-written cache.
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez(f, presence=index.presence, pixel_counts=index.pixel_counts,
+             fingerprint=np.array(source.fingerprint))
+  os.replace(tmp, path)
+  return index
+

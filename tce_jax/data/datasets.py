@@ -1,0 +1,167 @@
+"""Datasets by name: random-access tfds sources of (image, label-in-train-ids) records."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tce_jax.data import classes
+
+IGNORE_INDEX = classes.IGNORE_INDEX
+
+
+class DataError(ValueError):
+  """A record that cannot be used: names the dataset, split and record index."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the rest of the code needs to know about a dataset."""
+  class_names: tuple[str, ...]
+  palette: np.ndarray
+  make_builder: Callable[[ml_collections.ConfigDict], Any]  # config -> tfds builder
+  label_map: np.ndarray | None = None  # uint8 LUT [256] from stored label ids to train ids
+  can_generate: bool = False  # prepared on first use (no manual download needed)
+  image_key: str = 'image'  # feature name of the image in the tfds records
+  archives: tuple[str, ...] = ()  # files the manual download must put in manual_dir
+  valid_ids: tuple[int, ...] | None = None  # stored label ids that may occur (None: 0..K-1)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def _synthetic_builder(config: ml_collections.ConfigDict):
+  from tce_jax.data.synthetic import SyntheticStreets, SyntheticStreetsConfig  # pylint: disable=g-import-not-at-top
+  builder_config = SyntheticStreetsConfig(**config.dataset.synthetic)
+  if builder_config.name in SyntheticStreets.builder_configs:  # tfds wants the name then
+    builder_config = builder_config.name
+  return SyntheticStreets(config=builder_config, data_dir=config.dataset.data_dir,
+                          file_format='array_record')
+
+
+def _cityscapes_builder(config: ml_collections.ConfigDict):
+  """tfds' own builder; it stores raw label ids (gtFine_labelIds), mapped to train ids here."""
+  return tfds.builder('cityscapes/semantic_segmentation', data_dir=config.dataset.data_dir,
+                      file_format='array_record')
+
+
+def _ade20k_builder(config: ml_collections.ConfigDict):
+  from tce_jax.data.ade20k import Ade20kSceneParsing  # pylint: disable=g-import-not-at-top
+  return Ade20kSceneParsing(data_dir=config.dataset.data_dir, file_format='array_record')
+
+
+# config.dataset.name -> spec.
+DATASETS: dict[str, DatasetSpec] = {
+    'synthetic': DatasetSpec(classes.CITYSCAPES_CLASSES, classes.CITYSCAPES_PALETTE,
+                             _synthetic_builder, can_generate=True),
+    'cityscapes': DatasetSpec(classes.CITYSCAPES_CLASSES, classes.CITYSCAPES_PALETTE,
+                              _cityscapes_builder, label_map=classes.CITYSCAPES_LABEL_MAP,
+                              image_key='image_left',
+                              archives=('leftImg8bit_trainvaltest.zip',
+                                        'gtFine_trainvaltest.zip'),
+                              valid_ids=tuple(range(34)) + (IGNORE_INDEX,)),
+    'ade20k': DatasetSpec(classes.ADE20K_CLASSES, classes.ADE20K_PALETTE, _ade20k_builder,
+                          label_map=classes.ADE20K_LABEL_MAP, archives=('ADEChallengeData2016.zip',),
+                          valid_ids=tuple(range(151))),
+}
+
+
+def get_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
+  name = config.dataset.name
+  if name not in DATASETS:
+    raise ValueError(f'config.dataset.name={name!r} is not one of {sorted(DATASETS)}')
+  return DATASETS[name]
+
+
+def get_builder(config: ml_collections.ConfigDict, *, prepare: bool = True):
+  """The dataset's tfds builder; generates a synthetic dataset on first use."""
+  spec = get_spec(config)
+  builder = spec.make_builder(config)
+  if not builder.is_prepared():
+    if not (prepare and spec.can_generate):
+      raise FileNotFoundError(
+          f'Dataset {config.dataset.name!r} is not prepared in {builder.data_dir}. Prepare it '
+          f'with: python -m tce_jax.prepare --dataset={config.dataset.name} '
+          '--manual_dir=DIR_WITH_THE_ARCHIVES')
+    builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+class SegmentationSource:
+  """Random access to (image [H, W, 3] uint8, label [H, W] uint8 in train ids) records.
+
+  Labels are mapped to train ids and checked: a record whose label map differs in size from
+  its image or holds an id outside the classes raises DataError naming the record.
+  """
+
+  def __init__(self, records, *, name: str, split: str, num_classes: int,
+               label_map: np.ndarray | None = None, cache_dir: str | None = None,
+               fingerprint: str = '', image_key: str = 'image',
+               valid_ids: tuple[int, ...] | None = None):
+    self._records = records
+    self._image_key = image_key
+    self._invalid_id = None
+    if valid_ids is not None:
+      self._invalid_id = np.ones(256, bool)
+      self._invalid_id[list(valid_ids)] = False
+    self.name, self.split, self.num_classes = name, split, num_classes
+    self._label_map = label_map
+    self.cache_dir = cache_dir
+    self.fingerprint = fingerprint  # changes whenever the records may have changed
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def where(self, index: int, record=None) -> str:
+    image_id = record.get('image_id') if isinstance(record, dict) else None
+    if isinstance(image_id, bytes):
+      image_id = image_id.decode()
+    named = f' (image {image_id})' if image_id is not None and image_id != '' else ''
+    return f'dataset {self.name!r}, split {self.split!r}, record {index}{named}'
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    try:
+      record = self._records[int(index)]
+    except Exception as e:  # a corrupt file or an undecodable image
+      raise DataError(f'Cannot read {self.where(index)}: {e}') from e
+    image = np.asarray(record[self._image_key])
+    label = np.asarray(record['segmentation_label'])
+    if label.ndim == 3:
+      label = label[..., 0]
+    if image.ndim != 3 or image.shape[-1] != 3 or image.shape[:2] != label.shape:
+      raise DataError(f'Image {image.shape} and label {label.shape} do not match in '
+                      f'{self.where(index, record)}')
+    if self._invalid_id is not None:
+      invalid = self._invalid_id[label]
+      if invalid.any():
+        raise DataError(f'Unknown label ids {sorted(set(label[invalid].tolist()))[:10]} in '
+                        f'{self.where(index, record)}')
+    if self._label_map is not None:
+      label = self._label_map[label]
+    invalid = (label >= self.num_classes) & (label != IGNORE_INDEX)
+    if invalid.any():
+      raise DataError(f'Label ids {sorted(set(label[invalid].tolist()))[:10]} are outside '
+                      f'0..{self.num_classes - 1} (and {IGNORE_INDEX} = ignore) in '
+                      f'{self.where(index, record)}')
+    return {'image': image.astype(np.uint8), 'label': label.astype(np.uint8)}
+
+
+def load_source(config: ml_collections.ConfigDict, split: str) -> SegmentationSource:
+  """The random-access source of one split of `config.dataset`."""
+  spec = get_spec(config)
+  builder = get_builder(config)
+  if split not in builder.info.splits:
+    raise ValueError(f'Split {split!r} is not in dataset {config.dataset.name!r}; it has '
+                     f'{sorted(builder.info.splits)}')
+  records = builder.as_data_source(split)
+  fingerprint = f'{builder.info.full_name}/{split}/{builder.info.splits[split].num_examples}'
+  return SegmentationSource(records, name=config.dataset.name, split=split,
+                            num_classes=spec.num_classes, label_map=spec.label_map,
+                            cache_dir=os.fspath(builder.data_dir), fingerprint=fingerprint,
+                            image_key=spec.image_key, valid_ids=spec.valid_ids)

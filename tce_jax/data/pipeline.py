@@ -1,0 +1,240 @@
+"""Input pipeline: which records each step uses, their augmentation, and prefetching.
+
+Every batch is a pure function of (seed, step, drawn class), so a run is deterministic and a
+resumed run loads exactly what an uninterrupted one would. Each process loads only its own
+share of the global batch (multi-host). Images stay uint8 until they reach the device.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import functools
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+from absl import logging
+import numpy as np
+from PIL import Image
+
+from tce_jax.data.class_index import ClassIndex
+from tce_jax.data.datasets import IGNORE_INDEX, DataError, SegmentationSource
+
+# ImageNet statistics (0-255 scale); images are normalised with them on the device.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+_PAD_COLOR = tuple(int(round(v)) for v in IMAGENET_MEAN)  # padding that normalises to ~0
+_UNIFORM_STREAM, _CLASS_STREAM, _AUGMENT_STREAM = 0, 1, 2  # independent random streams
+
+
+def keep_ratio_scale(height: int, width: int, size: Sequence[int]) -> float:
+  """The factor that fits an image into size = (long, short) keeping its aspect ratio
+  (mmsegmentation's `keep_ratio` resize: the long side <= long, the short side <= short)."""
+  long_side, short_side = max(size), min(size)
+  return min(long_side / max(height, width), short_side / min(height, width))
+
+
+def resize(image: np.ndarray, label: np.ndarray | None, scale: float):
+  """Bilinear for the image, nearest for the label; `scale` 1 returns them unchanged."""
+  if scale == 1.0:
+    return image, label
+  h, w = image.shape[:2]
+  size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))
+  image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+  if label is not None:
+    label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+  return image, label
+
+
+def random_scale_crop_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *,
+                           crop_size: Sequence[int], scales: Sequence[float] = (1.0,),
+                           flip: bool = True, base_size: Sequence[int] | None = None,
+                           ratio_range: Sequence[float] | None = None,
+                           photometric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Training augmentation: rescale, pad (mean / ignore), random crop, flip (+ jitter).
+
+  Rescaling as DeepLab (a factor drawn from `scales`) or, with `base_size`, as
+  mmsegmentation's ADE20k recipe (fit into base_size x a ratio drawn from `ratio_range`).
+  """
+  if base_size is not None:
+    ratio = rng.uniform(*ratio_range)
+    scale = keep_ratio_scale(*label.shape, [v * ratio for v in base_size])
+  else:
+    scale = float(rng.choice(np.asarray(scales, np.float64)))
+  image, label = resize(image, label, scale)
+  ch, cw = crop_size
+  h, w = label.shape
+  if h < ch or w < cw:
+    pad = ((0, max(ch - h, 0)), (0, max(cw - w, 0)))
+    image = np.stack([np.pad(image[..., i], pad, constant_values=_PAD_COLOR[i])
+                      for i in range(3)], axis=-1)
+    label = np.pad(label, pad, constant_values=IGNORE_INDEX)
+    h, w = label.shape
+  y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+  image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+  if flip and rng.uniform() < 0.5:
+    image, label = image[:, ::-1], label[:, ::-1]
+  if photometric:  # brightness and contrast jitter
+    jittered = image.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.uniform(-32, 32)
+    image = np.clip(jittered, 0, 255).astype(np.uint8)
+  return image, label
+
+
+class TrainBatches:
+  """The training batch of each step: record indices, loading and augmentation."""
+
+  def __init__(self, source: SegmentationSource, *, global_batch_size: int, seed: int,
+               crop_size: Sequence[int], scales: Sequence[float], flip: bool,
+               class_index: ClassIndex | None = None, process_index: int = 0,
+               process_count: int = 1, base_size: Sequence[int] | None = None,
+               ratio_range: Sequence[float] | None = None, photometric: bool = False,
+               skip_bad_records: bool = False):
+    if global_batch_size % process_count:
+      raise ValueError(f'Global batch {global_batch_size} is not divisible by the '
+                       f'{process_count} processes')
+    self.source, self.seed = source, seed
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    self.class_index = class_index
+    self.skip_bad_records = skip_bad_records
+    self.skipped = 0  # bad records replaced so far (skip_bad_records)
+    self._lock = threading.Lock()
+    self.augment = functools.partial(
+        random_scale_crop_flip, crop_size=tuple(crop_size), scales=tuple(scales), flip=flip,
+        base_size=tuple(base_size) if base_size else None,
+        ratio_range=tuple(ratio_range) if ratio_range else None, photometric=photometric)
+
+  @functools.lru_cache(maxsize=2)
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, _UNIFORM_STREAM, epoch]).permutation(
+        len(self.source))
+
+  def indices(self, step: int, cls: int | None = None) -> np.ndarray:
+    """Global record indices of a step: shuffled epochs, or a draw from D_cls."""
+    if cls is None:
+      positions = step * self.global_batch_size + np.arange(self.global_batch_size)
+      n = len(self.source)
+      return np.array([self._epoch_order(int(p // n))[p % n] for p in positions])
+    members = self.class_index.members(cls)
+    if len(members) == 0:
+      raise ValueError(f'Class {cls} was drawn but no image of {self.source.name}/'
+                       f'{self.source.split} contains it')
+    rng = np.random.default_rng([self.seed, _CLASS_STREAM, step])
+    return rng.choice(members, self.global_batch_size,
+                      replace=len(members) < self.global_batch_size)
+
+  def __call__(self, step: int, cls: int | None = None) -> dict[str, np.ndarray]:
+    """This process's share of the batch of `step`: image [b, h, w, 3], label [b, h, w]."""
+    indices = self.indices(step, cls)
+    start = self.process_index * self.local_batch_size
+    images, labels = [], []
+    for slot in range(start, start + self.local_batch_size):
+      example = self._example(int(indices[slot]), step, cls)
+      rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, step, slot])
+      image, label = self.augment(example['image'], example['label'], rng)
+      images.append(image)
+      labels.append(label)
+    return {'image': np.stack(images), 'label': np.stack(labels)}
+
+
+  def _example(self, index: int, step: int, cls: int | None) -> dict[str, np.ndarray]:
+    """Record `index`; a bad one raises, or (skip_bad_records) is replaced by the next
+    usable record of the same pool (all records, or D_cls) and counted."""
+    try:
+      return self.source[index]
+    except DataError as e:
+      if not self.skip_bad_records:
+        raise DataError(f'{e} (training step {step}; config.input.skip_bad_records=True '
+                        'skips such records)') from e
+      logging.warning('Skipping a bad record at step %d: %s', step, e)
+      with self._lock:
+        self.skipped += 1
+    pool = (np.arange(len(self.source)) if cls is None else self.class_index.members(cls))
+    position = int(np.searchsorted(pool, index))
+    for k in range(1, len(pool)):
+      candidate = int(pool[(position + k) % len(pool)])
+      try:
+        return self.source[candidate]
+      except DataError:
+        with self._lock:
+          self.skipped += 1
+    raise DataError(f'No readable record left in {self.source.name}/{self.source.split}')
+
+
+class Prefetcher:
+  """Loads batches on host threads ahead of their step; `get` returns them in order.
+
+  `submit(step, cls)` may pass the drawn class as a device scalar: the worker thread waits
+  for it, so the main thread never blocks on a device-to-host transfer.
+  """
+
+  def __init__(self, load: Callable[[int, Any], Any], num_threads: int):
+    self._load = load
+    self._pool = concurrent.futures.ThreadPoolExecutor(max(num_threads, 1),
+                                                       thread_name_prefix='loader')
+    self._pending: dict[int, concurrent.futures.Future] = {}
+
+  def submit(self, step: int, cls: Any = None):
+    def task():
+      return self._load(step, None if cls is None else int(cls))
+    self._pending[step] = self._pool.submit(task)
+
+  def get(self, step: int):
+    if step not in self._pending:
+      raise KeyError(f'Batch of step {step} was never submitted')
+    return self._pending.pop(step).result()
+
+  def close(self):
+    for future in self._pending.values():
+      future.cancel()
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def eval_batches(source: SegmentationSource, global_batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1,
+                 size: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """The whole split in order, in global batches padded with ignore-labelled blanks.
+
+  Yields this process's share; images of one batch are padded to a common size. With `size`
+  = (long, short), images and labels are first resized keeping their aspect ratio (ADE20k:
+  (2048, 512), i.e. the short side at 512); otherwise evaluation is at full resolution.
+  """
+  local = global_batch_size // process_count
+  n = len(source)
+
+  def load(i):
+    example = source[i]
+    if size is not None:
+      scale = keep_ratio_scale(*example['label'].shape, size)
+      example['image'], example['label'] = resize(example['image'], example['label'], scale)
+    return example
+
+  for start in range(0, n, global_batch_size):
+    indices = range(start + process_index * local, start + (process_index + 1) * local)
+    examples = [load(i) if i < n else None for i in indices]
+    shapes = [e['label'].shape for e in examples if e is not None] or [(1, 1)]
+    h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    image = np.zeros((local, h, w, 3), np.uint8)
+    label = np.full((local, h, w), IGNORE_INDEX, np.uint8)
+    for j, e in enumerate(examples):
+      if e is not None:
+        eh, ew = e['label'].shape
+        image[j, :eh, :ew], label[j, :eh, :ew] = e['image'], e['label']
+    yield {'image': image, 'label': label}
+
+
+def prefetch_iterator(iterator: Iterator[Any], size: int = 2) -> Iterator[Any]:
+  """Runs `iterator` on a background thread, `size` items ahead."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    queue = collections.deque()
+    sentinel = object()
+    it = iter(iterator)
+    for _ in range(size):
+      queue.append(pool.submit(next, it, sentinel))
+    while queue:
+      item = queue.popleft().result()
+      if item is sentinel:
+        return
+      queue.append(pool.submit(next, it, sentinel))
+      yield item

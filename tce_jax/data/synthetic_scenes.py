@@ -1,0 +1,250 @@
+"""Procedural street scenes with Cityscapes' 19 classes and a long-tailed class distribution.
+
+Each scene is painted back to front (sky, buildings, road, ..., vehicles, people) on a label
+map and an RGB image. Appearance is a per-class colour with per-object jitter, per-class
+texture and pixel noise, so the task is learnable but not trivial. Some pairs are made
+deliberately confusable: wall vs building (same colours, different texture and height),
+rider vs person (identical appearance, context only), truck vs bus vs train (shared paint).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tce_jax.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+
+(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
+ PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(len(CITYSCAPES_CLASSES))
+
+# Probabilities of the optional scene elements; they set the long tail.
+P_WALL, P_FENCE, P_TRUCK, P_BUS, P_TRAIN = 0.25, 0.2, 0.1, 0.08, 0.02
+P_BICYCLE, P_MOTORCYCLE = 0.04, 0.025
+P_RIDER_ON_BICYCLE, P_RIDER_ON_MOTORCYCLE = 0.5, 0.8
+P_LIGHT_ON_POLE, P_SIGN_ON_POLE = 0.15, 0.35
+P_EGO_HOOD = 0.5
+VEHICLE_PAINT = np.array([(200, 200, 205), (160, 40, 40), (40, 60, 140), (230, 210, 60),
+                          (60, 60, 65), (240, 240, 240)], np.float32)
+
+
+class _Canvas:
+  """A label map and an image painted together; later strokes cover earlier ones."""
+
+  def __init__(self, rng: np.random.Generator, height: int, width: int):
+    self.rng = rng
+    self.h, self.w = height, width
+    self.label = np.full((height, width), SKY, np.uint8)
+    self.image = np.zeros((height, width, 3), np.float32)
+    self.yy, self.xx = np.mgrid[0:height, 0:width]
+
+  def paint(self, mask: np.ndarray, cls: int, color, noise: float = 0.0,
+            box: tuple[int, int, int, int] | None = None):
+    """Paints `cls` with `color` (+ gaussian texture noise) where `mask` holds.
+
+    `box` = (y0, y1, x0, x1) restricts the work to a sub-window; `mask` then has its shape.
+    """
+    y0, y1, x0, x1 = box if box is not None else (0, self.h, 0, self.w)
+    y0, x0 = max(y0, 0), max(x0, 0)
+    y1, x1 = min(y1, self.h), min(x1, self.w)
+    if y1 <= y0 or x1 <= x0:
+      return
+    if box is not None:
+      by, bx = y0 - box[0], x0 - box[2]
+      mask = mask[by:by + y1 - y0, bx:bx + x1 - x0]
+    color = np.broadcast_to(np.asarray(color, np.float32), mask.shape + (3,))
+    if noise:
+      color = color + self.rng.normal(0, noise, mask.shape + (1,)).astype(np.float32)
+    self.label[y0:y1, x0:x1][mask] = cls
+    self.image[y0:y1, x0:x1][mask] = color[mask]
+
+  def rect(self, y0, y1, x0, x1, cls, color, noise=0.0):
+    y0, y1, x0, x1 = (int(round(v)) for v in (y0, y1, x0, x1))
+    self.paint(np.ones((max(y1 - y0, 0), max(x1 - x0, 0)), bool), cls, color, noise,
+               (y0, y1, x0, x1))
+
+  def ellipse(self, cy, cx, ry, rx, cls, color, noise=0.0):
+    y0, y1 = int(cy - ry), int(cy + ry) + 1
+    x0, x1 = int(cx - rx), int(cx + rx) + 1
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    mask = ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2 <= 1.0
+    self.paint(mask, cls, color, noise, (y0, y1, x0, x1))
+
+  def jitter(self, color, amount=20.0):
+    return np.clip(np.asarray(color, np.float32) + self.rng.normal(0, amount, 3), 0, 255)
+
+
+def _background(c: _Canvas, horizon: int):
+  """Sky, buildings, vegetation, road, sidewalks and terrain."""
+  rng, h, w = c.rng, c.h, c.w
+  sky = np.array([120, 170, 225], np.float32) * rng.uniform(0.8, 1.1)
+  grad = (c.yy[..., None] / h) * np.array([60, 40, 10], np.float32)
+  c.label[:] = SKY
+  c.image[:] = sky + grad
+  windows = ((c.yy % 8) < 4) & ((c.xx % 10) < 5)
+  x = 0
+  while x < w:  # a row of buildings with windows, sometimes a gap of sky
+    bw = int(rng.uniform(0.12, 0.35) * w)
+    if rng.uniform() > 0.12:
+      top = horizon - rng.uniform(0.12, 0.42) * h
+      color = c.jitter((125, 115, 105), 25)
+      c.rect(top, horizon + 2, x, x + bw, BUILDING, color, 6)
+      box = (int(top) + 4, horizon - 3, x + 2, x + bw - 2)
+      c.paint(windows[box[0]:box[1], box[2]:box[3]], BUILDING, color * 0.55, 6, box)
+    x += bw
+  for _ in range(rng.poisson(1.5)):  # trees: crown and trunk
+    cx, r = rng.uniform(0, w), rng.uniform(0.06, 0.16) * h
+    cy = horizon - rng.uniform(0.1, 0.3) * h
+    c.rect(cy, horizon + 3, cx - 1.5, cx + 1.5, VEGETATION, (80, 60, 40), 8)
+    c.ellipse(cy, cx, r, r * rng.uniform(1.0, 1.6), VEGETATION, c.jitter((70, 120, 50)), 25)
+  # Road: a trapezoid towards a vanishing point; sidewalks or terrain beside it.
+  vx = rng.uniform(0.35, 0.65) * w
+  depth = np.clip((c.yy - horizon) / max(h - horizon, 1), 0, None)
+  left = vx - rng.uniform(0.5, 0.9) * w * depth
+  right = vx + rng.uniform(0.5, 0.9) * w * depth
+  side = rng.uniform(0.12, 0.3) * w * depth
+  below = c.yy >= horizon
+  for edge, outside, sign in ((left, c.xx < left, -1), (right, c.xx > right, 1)):
+    cls = TERRAIN if rng.uniform() < 0.5 else SIDEWALK
+    color = (90, 150, 70) if cls == TERRAIN else (175, 160, 165)
+    c.paint(below & outside, cls, c.jitter(color, 12), 10)
+    if cls == TERRAIN:  # a strip of sidewalk next to the road anyway
+      c.paint(below & outside & (np.abs(c.xx - edge) < side * 0.35), SIDEWALK,
+              c.jitter((175, 160, 165), 12), 10)
+  road = below & (c.xx >= left) & (c.xx <= right)
+  c.paint(road, ROAD, c.jitter((95, 90, 100), 10), 7)
+  lane = road & (np.abs(c.xx - vx) < 1 + 2 * depth) & ((c.yy // 6) % 2 == 0)
+  c.paint(lane, ROAD, (220, 220, 210), 5)
+  return vx, left, right
+
+
+def _barriers(c: _Canvas, horizon: int):
+  """Low walls (coloured like buildings, no windows) and striped fences at the horizon."""
+  rng, h, w = c.rng, c.h, c.w
+  for p, cls in ((P_WALL, WALL), (P_FENCE, FENCE)):
+    if rng.uniform() < p:
+      x0 = rng.uniform(0, 0.6) * w
+      x1 = x0 + rng.uniform(0.2, 0.45) * w
+      top = horizon - rng.uniform(0.05, 0.12) * h
+      if cls == WALL:
+        c.rect(top, horizon + 3, x0, x1, WALL, c.jitter((130, 118, 105), 25), 4)
+      else:
+        stripes = (c.xx % 4) < 2
+        box = (int(top), horizon + 3, int(x0), int(x1))
+        c.paint(stripes[box[0]:box[1], box[2]:box[3]], FENCE, c.jitter((150, 130, 110)), 8,
+                box)
+
+
+def _poles(c: _Canvas, horizon: int, left: np.ndarray, right: np.ndarray):
+  """Thin poles on the sidewalks, some carrying a traffic light or a sign."""
+  rng, h, w = c.rng, c.h, c.w
+  for _ in range(rng.poisson(1.5)):
+    yb = int(horizon + rng.uniform(0.05, 0.4) * (h - horizon))
+    edge = left[yb, 0] if rng.uniform() < 0.5 else right[yb, 0]
+    x = edge + rng.uniform(-0.04, 0.04) * w
+    top = horizon - rng.uniform(0.2, 0.38) * h
+    thick = 1 + int(rng.uniform() < 0.5)
+    c.rect(top, yb, x, x + thick, POLE, c.jitter((140, 140, 145), 10), 5)
+    if rng.uniform() < P_LIGHT_ON_POLE:
+      c.rect(top - 6, top + 1, x - 1, x + 3, LIGHT, (30, 30, 30), 4)
+      c.rect(top - 5, top - 3, x, x + 2, LIGHT, [(230, 40, 30), (240, 200, 40),
+                                                   (40, 220, 90)][rng.integers(3)], 4)
+    elif rng.uniform() < P_SIGN_ON_POLE:
+      cy, color = top + 3, [(230, 230, 40), (220, 40, 40), (40, 90, 200)][rng.integers(3)]
+      c.ellipse(cy, x + 0.5, 3, 3, SIGN, color, 6)
+
+
+def _vehicle(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
+  """A car, truck, bus or train standing on the road at bottom row `yb`."""
+  rng, h = c.rng, c.h
+  paint = VEHICLE_PAINT[rng.integers(len(VEHICLE_PAINT))]
+  height = {CAR: 0.3, TRUCK: 0.5, BUS: 0.55, TRAIN: 0.5}[cls] * h * scale
+  length = {CAR: 1.7, TRUCK: 2.0, BUS: 2.6, TRAIN: 6.0}[cls] * height
+  x0, top = cx - length / 2, yb - height
+  c.rect(top, yb, x0, x0 + length, cls, c.jitter(paint, 15), 6)
+  if cls == CAR:
+    c.rect(top + 0.1 * height, top + 0.45 * height, x0 + 0.2 * length, x0 + 0.8 * length,
+           CAR, (50, 60, 70), 6)
+  elif cls == TRUCK:  # a cab with a windscreen in front of a tall box
+    c.rect(top + 0.3 * height, yb, x0, x0 + 0.25 * length, TRUCK, c.jitter(paint, 25), 6)
+    c.rect(top + 0.35 * height, top + 0.6 * height, x0 + 0.03 * length, x0 + 0.2 * length,
+           TRUCK, (50, 60, 70), 6)
+  else:  # buses and trains: a band of windows
+    band = (top + 0.2 * height, top + 0.5 * height)
+    c.rect(*band, x0 + 0.03 * length, x0 + 0.97 * length, cls, (45, 55, 70), 6)
+  for wx in (x0 + 0.2 * length, x0 + 0.8 * length):
+    c.ellipse(yb, wx, 0.12 * height, 0.12 * height, cls, (25, 25, 25), 4)
+
+
+def _person(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
+  """A pedestrian or a rider: identical appearance, context differs."""
+  rng, h = c.rng, c.h
+  height = 0.4 * h * scale
+  c.rect(yb - 0.8 * height, yb, cx - 0.12 * height, cx + 0.12 * height, cls,
+         c.jitter((rng.uniform(30, 200),) * 3, 40), 8)
+  c.ellipse(yb - 0.88 * height, cx, 0.1 * height, 0.08 * height, cls, c.jitter((210, 170, 140)),
+            6)
+
+
+def _two_wheeler(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
+  """A bicycle (thin frame) or a motorcycle (heavy body), maybe with a rider on top."""
+  rng, h = c.rng, c.h
+  r = 0.09 * h * scale
+  color = c.jitter((40, 40, 40) if cls == BICYCLE else (120, 30, 30), 15)
+  for wx in (cx - 1.6 * r, cx + 1.6 * r):
+    c.ellipse(yb - r, wx, r, r, cls, color, 6)
+    c.ellipse(yb - r, wx, 0.6 * r, 0.6 * r, ROAD, (95, 90, 100), 6)
+  body = 0.25 if cls == BICYCLE else 0.9
+  c.rect(yb - 2 * r, yb - 2 * r + max(body * r, 1), cx - 1.6 * r, cx + 1.6 * r, cls, color, 6)
+  if rng.uniform() < (P_RIDER_ON_BICYCLE if cls == BICYCLE else P_RIDER_ON_MOTORCYCLE):
+    _person(c, RIDER, yb - 1.6 * r, cx, scale * 0.9)
+
+
+def _objects(c: _Canvas, horizon: int, vx: float, left: np.ndarray, right: np.ndarray):
+  """Vehicles on the road and people on the sidewalks, far ones first."""
+  rng, h, w = c.rng, c.h, c.w
+  items = []
+  if rng.uniform() < P_TRAIN:
+    items.append((TRAIN, horizon + 0.08 * (h - horizon), rng.uniform(0.3, 0.7) * w))
+  for cls, p in ((TRUCK, P_TRUCK), (BUS, P_BUS)):
+    if rng.uniform() < p:
+      items.append((cls, None, None))
+  items += [(CAR, None, None)] * rng.choice(4, p=[0.35, 0.3, 0.2, 0.15])
+  items += [(PERSON, None, None)] * rng.poisson(0.9)
+  for cls, p in ((BICYCLE, P_BICYCLE), (MOTORCYCLE, P_MOTORCYCLE)):
+    if rng.uniform() < p:
+      items.append((cls, None, None))
+  placed = []
+  for cls, yb, x in items:
+    if yb is None:
+      yb = horizon + rng.uniform(0.15, 1.0) * (h - horizon)
+    row = int(min(yb, h - 1))
+    if x is None:
+      if cls == PERSON:  # on the sidewalk
+        x = (left[row, 0] - rng.uniform(0, 0.08) * w if rng.uniform() < 0.5
+             else right[row, 0] + rng.uniform(0, 0.08) * w)
+      else:
+        x = rng.uniform(left[row, 0], right[row, 0])
+    placed.append((yb, cls, x))
+  for yb, cls, x in sorted(placed, key=lambda item: item[0]):
+    scale = max((yb - horizon) / (h - horizon), 0.12)
+    if cls in (CAR, TRUCK, BUS, TRAIN):
+      _vehicle(c, cls, yb, x, scale)
+    elif cls == PERSON:
+      _person(c, cls, yb, x, scale)
+    else:
+      _two_wheeler(c, cls, yb, x, scale)
+
+
+def render_scene(rng: np.random.Generator, height: int, width: int):
+  """Draws one scene: image [H, W, 3] uint8 and label [H, W] uint8 (255 = ignore)."""
+  c = _Canvas(rng, height, width)
+  horizon = int(height * rng.uniform(0.42, 0.55))
+  vx, left, right = _background(c, horizon)
+  _barriers(c, horizon)
+  _poles(c, horizon, left, right)
+  _objects(c, horizon, vx, left, right)
+  if rng.uniform() < P_EGO_HOOD:  # the ego vehicle's bonnet, unlabelled as in Cityscapes
+    top = height * (1 - rng.uniform(0.05, 0.1))
+    hood = c.yy > top + 0.15 * height * ((c.xx - width / 2) / width) ** 2 * 4
+    c.paint(hood, IGNORE_INDEX, (30, 30, 35), 4)
+  image = c.image * rng.uniform(0.7, 1.2) + rng.normal(0, 6, c.image.shape)
+  return np.clip(image, 0, 255).astype(np.uint8), c.label

@@ -1,0 +1,93 @@
+"""The fairness experiment on the synthetic dataset: every method x seeds, then the report.
+
+  python scripts/experiment.py --out=runs/experiment [--seeds=3] [--steps=1500] [--quick]
+
+Methods (identical model, data, steps and schedule): MCCE, Focal (alpha = inverse pixel
+frequency), class-uniform sampling (Stochastic TCE with t = 0), Stochastic TCE with t = 0.1
+and t = 1, and the direct image- and class-level tilted losses (t = 1). Each run lives in
+OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
+checkpoints, so the command can be started again after any interruption. At the end it
+writes the report (MCCE as the reference) into OUT/report. `--quick` is a smoke version
+(tiny model and data, 1 seed, a few steps) for the tests.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import tqdm
+
+from configs import synthetic_mcce
+from tce_jax import report
+from tce_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('out', 'runs/experiment', 'Folder of the runs and the report.')
+flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
+flags.DEFINE_integer('steps', 1500, 'Training steps of every run.')
+flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 seed, 4 steps.')
+flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
+
+# method -> config overrides on top of configs/synthetic_mcce.py
+METHODS = {
+    'mcce': {},
+    'focal': {'loss.name': 'focal'},
+    'uniform': {'sampling.name': 'tce', 'tce.t': 0.0},
+    'tce_t0.1': {'sampling.name': 'tce', 'tce.t': 0.1},
+    'tce_t1': {'sampling.name': 'tce', 'tce.t': 1.0},
+    'tce_image_t1': {'loss.name': 'tce_image', 'tce.t': 1.0},
+    'tce_class_t1': {'loss.name': 'tce_class', 'tce.t': 1.0},
+}
+
+
+def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str | None):
+  config = synthetic_mcce.get_config()
+  config.name = method
+  config.seed = seed
+  config.dataset.data_dir = data_dir
+  config.train.num_steps = steps
+  config.train.eval_every = steps
+  config.train.checkpoint_every = max(steps // 5, 1)
+  config.train.log_every = max(min(50, steps // 2), 1)
+  if quick:
+    config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64)
+    config.model.update(width=8, aspp_channels=16, decoder_channels=16)
+    config.input.update(crop_size=(32, 32), eval_batch_size=4, num_threads=1)
+    config.train.batch_size = 4
+  for key, value in METHODS[method].items():
+    section, field = key.split('.')
+    config[section][field] = value
+  return config
+
+
+def finished(workdir: str, steps: int) -> bool:
+  return os.path.exists(os.path.join(workdir, 'eval', f'{steps}.json'))
+
+
+def run_experiment(out: str, *, seeds: int, steps: int, quick: bool = False,
+                   data_dir: str | None = None) -> dict:
+  """Trains what is not finished yet, then writes OUT/report; returns the report."""
+  runs = [(m, s) for m in METHODS for s in range(seeds)]
+  workdirs = []
+  with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
+    for method, seed in runs:
+      workdir = os.path.join(out, f'{method}_s{seed}')
+      workdirs.append(workdir)
+      if not finished(workdir, steps):
+        train.train_and_evaluate(run_config(method, seed, steps=steps, quick=quick,
+                                            data_dir=data_dir), workdir)
+      progress.update(steps)
+  return report.make_report(workdirs, os.path.join(out, 'report'), reference=workdirs[0],
+                            qualitative_images=0 if quick else 4)
+
+
+def main(argv):
+  del argv
+  seeds, steps = (1, 4) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
+  run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
+                 data_dir=FLAGS.data_dir)
+  print(f'Report: {os.path.join(FLAGS.out, "report", "report.md")}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -67,3 +67,14 @@ def test_shipped_configs_load_and_validate(name):
     return
   assert config.name == name
   config_validation.validate_config(config, num_devices=1)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config=configs/synthetic_mcce.py', '--workdir=/tmp/x', '--no_such_flag=1'],
+     'Unknown command line flag'),
+    (['--config=configs/synthetic_mcce.py'], '--workdir'),
+])
+def test_cli_rejects_unknown_flags_and_missing_workdir(args, message):
+  result = run_main(*args, timeout=120)
+  assert result.returncode != 0
+  assert message in result.stderr

@@ -54,9 +54,7 @@ def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str
     config.model.update(width=8, aspp_channels=16, decoder_channels=16)
     config.input.update(crop_size=(32, 32), eval_batch_size=4, num_threads=1)
     config.train.batch_size = 4
-  for key, value in METHODS[method].items():
-    section, field = key.split('.')
-    config[section][field] = value
+  config.update_from_flattened_dict(METHODS[method])
   return config
 
 

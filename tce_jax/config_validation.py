@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 
 from tce_jax import losses
@@ -15,18 +17,18 @@ def _fail(field: str, value, why: str):
   raise ValueError(f'config.{field}={value!r}: {why}')
 
 
+def _value(config: ml_collections.ConfigDict, field: str):
+  return functools.reduce(lambda node, part: node[part], field.split('.'), config)
+
+
 def _one_of(config: ml_collections.ConfigDict, field: str, choices):
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = _value(config, field)
   if value not in choices:
     _fail(field, value, f'must be one of {sorted(choices)}')
 
 
 def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool = False):
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = _value(config, field)
   if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
     _fail(field, value, 'must be a non-negative number' if allow_zero else
           'must be a positive number')

@@ -84,9 +84,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
                  overrides: dict | None = None) -> dict:
   """Evaluates a checkpoint of the run in `workdir`; returns the written record."""
   config = load_run_config(workdir)
-  for key, value in (overrides or {}).items():
-    section, field = key.split('.')
-    config[section][field] = value
+  config.update_from_flattened_dict(overrides or {})
   experiment, state = restore(config, workdir, step)
   source = experiment.eval_source
   if split is not None and split != config.dataset.eval_split:

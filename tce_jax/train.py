@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from flax import traverse_util
 import flax.struct
 import jax
 from jax import lax
@@ -426,7 +427,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   class_writer = (metric_writers.SummaryWriter(workdir) if jax.process_index() == 0
                   else metric_writers.MultiWriter([]))
   if start_step == 0:
-    writer.write_hparams(_flatten(config.to_dict()))
+    writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in
+                          traverse_util.flatten_dict(config.to_dict(), sep='.').items()})
   if jax.process_index() == 0:  # what `evaluate` and `report` read back
     _write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json_best_effort()))
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
@@ -516,12 +518,3 @@ def _check_writable(workdir: str):
   except OSError as e:
     raise ValueError(f'The workdir {workdir} is not writable: {e}') from e
 
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  flat = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      flat.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      flat[f'{prefix}{k}'] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  return flat

@@ -38,9 +38,7 @@ def tiny_config(base, overrides=None):
   config.train.log_every = 2
   config.train.eval_every = 4
   config.train.checkpoint_every = 2
-  for key, value in (overrides or {}).items():
-    section, field = key.split('.')
-    config[section][field] = value
+  config.update_from_flattened_dict(overrides or {})
   return config
 
 

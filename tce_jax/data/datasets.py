@@ -37,7 +37,8 @@ class DatasetSpec:
 
 
 def _synthetic_builder(config: ml_collections.ConfigDict):
-  from tce_jax.data.synthetic import SyntheticStreets, SyntheticStreetsConfig  # pylint: disable=g-import-not-at-top
+  # Imported here: only the synthetic dataset needs its builder module.
+  from tce_jax.data.synthetic import SyntheticStreets, SyntheticStreetsConfig  # pylint: disable=all
   builder_config = SyntheticStreetsConfig(**config.dataset.synthetic)
   if builder_config.name in SyntheticStreets.builder_configs:  # tfds wants the name then
     builder_config = builder_config.name
@@ -67,7 +68,8 @@ DATASETS: dict[str, DatasetSpec] = {
                                         'gtFine_trainvaltest.zip'),
                               valid_ids=tuple(range(34)) + (IGNORE_INDEX,)),
     'ade20k': DatasetSpec(classes.ADE20K_CLASSES, classes.ADE20K_PALETTE, _ade20k_builder,
-                          label_map=classes.ADE20K_LABEL_MAP, archives=('ADEChallengeData2016.zip',),
+                          label_map=classes.ADE20K_LABEL_MAP,
+                          archives=('ADEChallengeData2016.zip',),
                           valid_ids=tuple(range(151))),
 }
 
@@ -79,12 +81,12 @@ def get_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
   return DATASETS[name]
 
 
-def get_builder(config: ml_collections.ConfigDict, *, prepare: bool = True):
+def get_builder(config: ml_collections.ConfigDict):
   """The dataset's tfds builder; generates a synthetic dataset on first use."""
   spec = get_spec(config)
   builder = spec.make_builder(config)
   if not builder.is_prepared():
-    if not (prepare and spec.can_generate):
+    if not spec.can_generate:
       raise FileNotFoundError(
           f'Dataset {config.dataset.name!r} is not prepared in {builder.data_dir}. Prepare it '
           f'with: python -m tce_jax.prepare --dataset={config.dataset.name} '

@@ -14,6 +14,7 @@ import functools
 import os
 from typing import Mapping
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -89,7 +90,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], depth: str, width: int =
                           f'{leaf.shape} (as HWIO for convs)')
         continue
       flat[names] = value
-    converted[collection] = _unflatten(flat)
+    converted[collection] = traverse_util.unflatten_dict(flat)
   unexpected = sorted(k for k in state if k not in used and not k.startswith('fc.')
                       and not k.endswith('num_batches_tracked'))
   if missing or unexpected or mismatched:
@@ -102,16 +103,6 @@ def convert_state_dict(state: Mapping[str, np.ndarray], depth: str, width: int =
     raise ValueError(f'The weights do not fit a {depth} (width {width}) backbone: '
                      + '; '.join(problems))
   return converted
-
-
-def _unflatten(flat: dict[tuple[str, ...], np.ndarray]) -> dict:
-  tree = {}
-  for path, value in flat.items():
-    node = tree
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = value
-  return tree
 
 
 def save_backbone(variables: dict, directory: str):

@@ -20,11 +20,15 @@ import numpy as np
 from tce_jax import train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', 'configs/synthetic_tce.py', 'Config to time.')
-flags.DEFINE_integer('steps', 100, 'Timed steps per round and sampling.')
-flags.DEFINE_integer('warmup', 10, 'Untimed steps before (compilation, pipeline fill).')
-flags.DEFINE_integer('rounds', 3, 'Alternations of uniform / tce.')
-flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
+
+
+def _define_flags():
+  """Only when run as a script: scripts/benchmark.py imports `time_steps` from here."""
+  config_flags.DEFINE_config_file('config', 'configs/synthetic_tce.py', 'Config to time.')
+  flags.DEFINE_integer('steps', 100, 'Timed steps per round and sampling.')
+  flags.DEFINE_integer('warmup', 10, 'Untimed steps before (compilation, pipeline fill).')
+  flags.DEFINE_integer('rounds', 3, 'Alternations of uniform / tce.')
+  flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
 
 
 def time_steps(experiment: train.Experiment, num_steps: int, warmup: int) -> np.ndarray:
@@ -80,4 +84,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

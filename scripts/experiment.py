@@ -7,14 +7,18 @@ frequency), class-uniform sampling (Stochastic TCE with t = 0), Stochastic TCE w
 and t = 1, and the direct image- and class-level tilted losses (t = 1). Each run lives in
 OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
 checkpoints, so the command can be started again after any interruption. At the end it
-writes the report (MCCE as the reference) into OUT/report. `--quick` is a smoke version
-(tiny model and data, 1 seed, a few steps) for the tests.
+writes the report (MCCE as the reference) into OUT/report, and OUT/report/summary.md: the
+headline statistics per method (mean +- std over seeds) with the difference to MCCE and
+Welch's t-test p-value, and how many classes differ from MCCE at p < 0.05. `--quick` is a
+smoke version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
 import os
 
 from absl import app
 from absl import flags
+import numpy as np
+from scipy import stats as scipy_stats
 import tqdm
 
 from configs import synthetic_mcce
@@ -22,11 +26,15 @@ from tce_jax import report
 from tce_jax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', 'runs/experiment', 'Folder of the runs and the report.')
-flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
-flags.DEFINE_integer('steps', 1500, 'Training steps of every run.')
-flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 seed, 4 steps.')
-flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
+
+
+def _define_flags():
+  """Only when run as a script (the tests import this module)."""
+  flags.DEFINE_string('out', 'runs/experiment', 'Folder of the runs and the report.')
+  flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
+  flags.DEFINE_integer('steps', 1500, 'Training steps of every run.')
+  flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 seed, 4 steps.')
+  flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
 
 # method -> config overrides on top of configs/synthetic_mcce.py
 METHODS = {
@@ -75,8 +83,59 @@ def run_experiment(out: str, *, seeds: int, steps: int, quick: bool = False,
         train.train_and_evaluate(run_config(method, seed, steps=steps, quick=quick,
                                             data_dir=data_dir), workdir)
       progress.update(steps)
-  return report.make_report(workdirs, os.path.join(out, 'report'), reference=workdirs[0],
-                            qualitative_images=0 if quick else 4)
+  result = report.make_report(workdirs, os.path.join(out, 'report'), reference=workdirs[0],
+                              qualitative_images=0 if quick else 4)
+  with open(os.path.join(out, 'report', 'summary.md'), 'w') as f:
+    f.write(summary(result) + '\n')
+  return result
+
+
+SUMMARY_STATS = {'miou': 'mIoU', 'sorted_bottom': 'bottom 25% (MCCE\'s worst classes)',
+                 'percentile_bottom_miou': 'own bottom 25%', 'worst': 'worst class',
+                 'std': 'class-IoU std'}
+
+
+def welch(a: dict, b: dict, n_a: int, n_b: int) -> float:
+  """Two-sided p-value of Welch's t-test from means and sample stds (NaN below 2 runs)."""
+  if min(n_a, n_b) < 2:
+    return float('nan')
+  if a['std'] == 0 and b['std'] == 0:  # no seed noise at all: any difference is real
+    return 1.0 if a['mean'] == b['mean'] else 0.0
+  return float(scipy_stats.ttest_ind_from_stats(a['mean'], a['std'], n_a, b['mean'], b['std'],
+                                                n_b, equal_var=False).pvalue)
+
+
+def summary(report_json: dict) -> str:
+  """Markdown: each method's headline statistics against the reference, with seed noise."""
+  labels, reference = report_json['labels'], report_json['reference']
+  ref, n_ref = labels[reference], len(labels[reference]['runs'])
+  lines = ['| method | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
+           ' | classes better / worse than ' + reference + ' (p < 0.05) |',
+           '|---|---|' + '---|' * (len(SUMMARY_STATS) + 1)]
+  for label, entry in labels.items():
+    n = len(entry['runs'])
+    cells = []
+    for key in SUMMARY_STATS:
+      a, b = entry['fairness'][key], ref['fairness'][key]
+      cell = f"{a['mean']:.1f} ± {a['std']:.1f}"
+      if label != reference:
+        p = welch(a, b, n, n_ref)
+        cell += f" ({a['mean'] - b['mean']:+.1f}, p {p:.2f})" if np.isfinite(p) else (
+            f" ({a['mean'] - b['mean']:+.1f})")
+      cells.append(cell)
+    better = worse = 0
+    if label != reference:
+      for c, a in entry['per_class_iou'].items():
+        b = ref['per_class_iou'][c]
+        if a['mean'] is None or b['mean'] is None or not welch(a, b, n, n_ref) < 0.05:
+          continue  # absent class, or no evidence (p >= 0.05, or NaN with one seed)
+        better, worse = better + (a['mean'] > b['mean']), worse + (a['mean'] < b['mean'])
+    lines.append(f'| {label} | {n} | ' + ' | '.join(cells) + ' | ' +
+                 ('' if label == reference else f'{better} / {worse}') + ' |')
+  lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} and '
+            "the two-sided p-value of Welch's t-test over seeds (no correction for the "
+            f'{len(SUMMARY_STATS)} statistics x {len(labels) - 1} methods compared).']
+  return '\n'.join(lines)
 
 
 def main(argv):
@@ -88,4 +147,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -52,6 +52,7 @@ def pytest_report_header(config):
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))  # the torch peer, the benchmark helpers
 
 
 def main_command(config_file, workdir, data_dir, *extra, crop=(32, 32)) -> list[str]:

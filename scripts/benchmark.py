@@ -1,0 +1,308 @@
+"""Speed of a config on this machine: one table (and JSON) of what a training run costs.
+
+  python scripts/benchmark.py --config=configs/synthetic_mcce.py [--json=bench.json]
+  python scripts/benchmark.py --quick          # smoke version (tiny model and data)
+
+Measured in one process, the timed parts alternating in rounds so machine noise hits all:
+- train step on one fixed batch (median and p90 of N after warm-up, `block_until_ready`),
+  its compile time, XLA's FLOPs of the step and the achieved FLOP/s next to the measured
+  float32 matmul peak of the machine (a large `jnp.dot`);
+- the training loop as it runs (input pipeline included) with sampling=uniform and =tce:
+  the sampler's cost as a ratio;
+- the input pipeline alone (images/s with the config's loader threads);
+- evaluation (images/s over the eval split, confusion-matrix update included);
+- peak host memory (and peak device memory where the backend reports it);
+- the peer: the same DeepLabv3+ and batch in plain PyTorch (scripts/torch_deeplabv3plus.py,
+  SGD momentum, pixel cross-entropy), our step time / peer step time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling scripts
+import benchmark_sampling  # noqa: E402  pylint: disable=g-import-not-at-top
+from tce_jax import train  # noqa: E402
+from tce_jax.data import pipeline  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py', 'Config to time.')
+flags.DEFINE_integer('steps', 30, 'Timed steps per round, for each timed part.')
+flags.DEFINE_integer('warmup', 5, 'Untimed steps before each timed part.')
+flags.DEFINE_integer('rounds', 3, 'Rounds alternating the timed parts.')
+flags.DEFINE_integer('input_batches', 20, 'Batches timed for the input pipeline alone.')
+flags.DEFINE_integer('matmul_size', 0, 'n of the n x n matmul of the peak (0: 2048 on CPU, '
+                     '8192 on an accelerator).')
+flags.DEFINE_bool('peer', True, 'Time the PyTorch peer (needs torch; DeepLabv3+ configs).')
+flags.DEFINE_bool('peer_channels_last', False, 'Run the peer in channels-last memory layout.')
+flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
+flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 round of 3 steps.')
+flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: the config\'s).')
+
+
+def quick_config(config):
+  """A tiny model on a tiny synthetic dataset (the test suite's smoke run)."""
+  config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64)
+  config.model.update(backbone='resnet18', width=8, aspp_channels=16, decoder_channels=16)
+  config.input.update(crop_size=(32, 32), eval_batch_size=4, num_threads=1)
+  config.train.batch_size = 4
+  return config
+
+
+def summary(times: np.ndarray, batch: int) -> dict[str, float]:
+  median = float(np.median(times))
+  return {'median_ms': 1e3 * median, 'p90_ms': 1e3 * float(np.percentile(times, 90)),
+          'images_per_s': batch / median}
+
+
+def matmul_peak(n: int, reps: int = 10) -> dict[str, float]:
+  """FLOP/s of a float32 n x n matmul on the default device (2 n^3 FLOPs), median of reps."""
+  a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.float32) for i in range(2))
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    dot(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return {'size': n, 'median_ms': 1e3 * float(np.median(times)),
+          'flops_per_s': 2 * n ** 3 / float(np.median(times))}
+
+
+def compile_step(experiment: train.Experiment, state, batch):
+  """(compiled train step, compile seconds, XLA FLOPs of the whole step over all devices)."""
+  start = time.perf_counter()
+  compiled = experiment.train_step.lower(state, batch).compile()
+  seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  # The SPMD program is one device's share of the step.
+  return compiled, seconds, float(cost['flops']) * experiment.mesh.size
+
+
+def time_fixed_batch(step, state, batch, num_steps: int, warmup: int):
+  """Seconds per step on one batch already on the device; returns (times, last state)."""
+  times = []
+  for i in range(warmup + num_steps):
+    start = time.perf_counter()
+    state, metrics, _ = step(state, batch)
+    jax.block_until_ready(metrics['loss'])
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return np.asarray(times), state
+
+
+def time_input(experiment: train.Experiment, num_batches: int) -> dict[str, float]:
+  """Images/s of the training input pipeline alone (uniform sampling, config's threads)."""
+  threads = experiment.config.input.num_threads
+  prefetcher = pipeline.Prefetcher(experiment.train_batches, threads)
+  try:
+    ahead = 2 * threads
+    for s in range(ahead):
+      prefetcher.submit(s)
+    prefetcher.get(0)  # warm-up (first reads open files)
+    prefetcher.submit(ahead)
+    start = time.perf_counter()
+    for s in range(1, num_batches + 1):
+      prefetcher.get(s)
+      prefetcher.submit(s + ahead)
+    seconds = time.perf_counter() - start
+  finally:
+    prefetcher.close()
+  images = num_batches * experiment.train_batches.local_batch_size
+  return {'threads': threads, 'images_per_s': images / seconds}
+
+
+def time_eval(experiment: train.Experiment, state) -> dict[str, float]:
+  """Images/s of a whole evaluation pass (after one untimed pass that compiles)."""
+  evaluator = train.Evaluator(experiment.config, experiment.eval_source,
+                              experiment.spec.class_names, experiment.mesh)
+  evaluator(state)
+  start = time.perf_counter()
+  evaluator(state)
+  seconds = time.perf_counter() - start
+  return {'images': len(experiment.eval_source), 'batch_size':
+          experiment.config.input.eval_batch_size,
+          'images_per_s': len(experiment.eval_source) / seconds}
+
+
+def host_peak_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def device_peak_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats()  # None on the CPU backend
+  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
+
+
+class Peer:
+  """The PyTorch DeepLabv3+ on the same batch, starting from our initial weights."""
+
+  def __init__(self, config, num_classes: int, state, batch, channels_last: bool):
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch_deeplabv3plus as peer  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    model = peer.from_config(config, num_classes)
+    model.load_state_dict(peer.state_dict_from_flax(jax.device_get(
+        {'params': state.params, 'batch_stats': state.batch_stats})))
+    images = np.asarray(train.normalize(jnp.asarray(batch['image'])))
+    self.images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    self.labels = torch.from_numpy(np.asarray(batch['label']).astype(np.int64))
+    if channels_last:
+      model = model.to(memory_format=torch.channels_last)
+      self.images = self.images.contiguous(memory_format=torch.channels_last)
+    self.step = peer.make_train_step(model, learning_rate=config.train.learning_rate,
+                                     momentum=config.train.momentum,
+                                     weight_decay=config.train.weight_decay)
+    self.info = {'framework': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
+                 'channels_last': channels_last}
+
+  def time(self, num_steps: int, warmup: int) -> np.ndarray:
+    import torch_deeplabv3plus as peer  # pylint: disable=g-import-not-at-top
+    return peer.time_train_steps(self.step, self.images, self.labels, num_steps, warmup)
+
+
+def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches: int,
+                  matmul_size: int, with_peer: bool, peer_channels_last: bool) -> dict:
+  """Every measurement of the module docstring, as a dict (the JSON)."""
+  batch_size = config.train.batch_size
+  device = jax.devices()[0]
+  results = {
+      'config': config.name, 'model': f'{config.model.name} / {config.model.backbone} '
+      f'(width {config.model.width}, OS {config.model.output_stride})',
+      'batch_size': batch_size, 'crop_size': list(config.input.crop_size),
+      'machine': {'platform': device.platform, 'device_kind': device.device_kind,
+                  'devices': jax.device_count(), 'cpu_cores': os.cpu_count(),
+                  'processor': platform.processor() or platform.machine(),
+                  'jax': jax.__version__, 'steps': steps, 'warmup': warmup, 'rounds': rounds}}
+
+  n = matmul_size or (2048 if device.platform == 'cpu' else 8192)
+  results['matmul_peak'] = matmul_peak(n)
+
+  experiments = {}
+  for sampling in ('uniform', 'tce'):
+    c = config.copy_and_resolve_references()
+    c.sampling.name = sampling
+    c.train.num_steps = warmup + steps
+    experiments[sampling] = train.build_experiment(c)
+  main = experiments['uniform']
+  state = main.initial_state()
+  batch = jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(NamedSharding(main.mesh, P(train.AXIS)),
+                                                       x), main.train_batches(0))
+  compiled, compile_s, flops = compile_step(main, state, batch)
+  # The training loop of this config reuses the executable (a jit call would compile again).
+  experiments['uniform'] = dataclasses.replace(main, train_step=compiled)
+  peer = None
+  if with_peer:  # built from the initial weights, before the state is donated
+    peer = Peer(config, main.spec.num_classes, state, batch, peer_channels_last)
+  results['input'] = time_input(main, input_batches)
+  _, state = time_fixed_batch(compiled, state, batch, 0, warmup)  # warm-up
+  results['eval'] = time_eval(main, state)
+  results['memory'] = {'peak_host_bytes': host_peak_bytes(),
+                       'peak_device_bytes': device_peak_bytes()}  # before the peer runs
+
+  times = {'step': [], 'uniform': [], 'tce': [], 'peer': []}
+  for _ in range(rounds):
+    t, state = time_fixed_batch(compiled, state, batch, steps, warmup)
+    times['step'].append(t)
+    for sampling, experiment in experiments.items():
+      times[sampling].append(benchmark_sampling.time_steps(experiment, steps, warmup))
+    if peer is not None:
+      times['peer'].append(peer.time(steps, warmup))
+
+  step = summary(np.concatenate(times['step']), batch_size)
+  step.update(compile_s=compile_s, flops=flops,
+              achieved_flops_per_s=flops / (step['median_ms'] / 1e3))
+  step['fraction_of_matmul_peak'] = (step['achieved_flops_per_s'] /
+                                     results['matmul_peak']['flops_per_s'])
+  results['train_step'] = step
+  results['sampling'] = {s: summary(np.concatenate(times[s]), batch_size)
+                         for s in ('uniform', 'tce')}
+  results['sampling']['tce_over_uniform'] = (results['sampling']['tce']['median_ms'] /
+                                             results['sampling']['uniform']['median_ms'])
+  if peer is not None:
+    results['peer'] = {**peer.info, **summary(np.concatenate(times['peer']), batch_size)}
+    results['peer']['ours_over_peer'] = step['median_ms'] / results['peer']['median_ms']
+  return results
+
+
+def table(r: dict) -> str:
+  """The results as a markdown table."""
+  m, s, pk = r['machine'], r['train_step'], r['matmul_peak']
+  rows = [
+      ('train step, fixed batch (median / p90)',
+       f"{s['median_ms']:.1f} / {s['p90_ms']:.1f} ms, {s['images_per_s']:.1f} images/s"),
+      ('compile time of the train step', f"{s['compile_s']:.1f} s"),
+      ('FLOPs per train step (XLA cost analysis)', f"{s['flops'] / 1e9:.2f} GFLOP"),
+      ('achieved FLOP/s', f"{s['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+      (f"float32 matmul peak ({pk['size']}^2 jnp.dot)", f"{pk['flops_per_s'] / 1e9:.1f} GFLOP/s"),
+      ('achieved / matmul peak', f"{100 * s['fraction_of_matmul_peak']:.1f}%"),
+  ]
+  for name in ('uniform', 'tce'):
+    x = r['sampling'][name]
+    rows.append((f'training loop, sampling={name} (median / p90)',
+                 f"{x['median_ms']:.1f} / {x['p90_ms']:.1f} ms, {x['images_per_s']:.1f} "
+                 'images/s'))
+  rows.append(('tce / uniform step time', f"{r['sampling']['tce_over_uniform']:.3f}"))
+  rows.append((f"input pipeline alone ({r['input']['threads']} threads)",
+               f"{r['input']['images_per_s']:.1f} images/s"))
+  rows.append((f"evaluation ({r['eval']['images']} images, batch {r['eval']['batch_size']})",
+               f"{r['eval']['images_per_s']:.1f} images/s"))
+  rows.append(('peak host memory (RSS)', f"{r['memory']['peak_host_bytes'] / 2 ** 30:.2f} GiB"))
+  if r['memory']['peak_device_bytes'] is not None:
+    rows.append(('peak device memory',
+                 f"{r['memory']['peak_device_bytes'] / 2 ** 30:.2f} GiB"))
+  if 'peer' in r:
+    p = r['peer']
+    layout = ', channels-last' if p['channels_last'] else ''
+    rows.append((f"peer: {p['framework']} ({p['threads']} threads{layout}) (median / p90)",
+                 f"{p['median_ms']:.1f} / {p['p90_ms']:.1f} ms, {p['images_per_s']:.1f} "
+                 'images/s'))
+    rows.append(('ours / peer step time', f"{p['ours_over_peer']:.3f}"))
+  head = (f"{r['config']}: {r['model']}, batch {r['batch_size']}, crop "
+          f"{tuple(r['crop_size'])}; {m['devices']} x {m['platform']} ({m['device_kind']}), "
+          f"{m['cpu_cores']} CPU cores, jax {m['jax']}; {m['rounds']} rounds x {m['steps']} "
+          f"steps after {m['warmup']} warm-up")
+  lines = [head, '', '| measurement | value |', '|---|---|']
+  lines += [f'| {k} | {v} |' for k, v in rows]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config.copy_and_resolve_references()
+  steps, warmup, rounds, input_batches = (FLAGS.steps, FLAGS.warmup, FLAGS.rounds,
+                                          FLAGS.input_batches)
+  matmul_size = FLAGS.matmul_size
+  if FLAGS.quick:
+    config = quick_config(config)
+    steps, warmup, rounds, input_batches, matmul_size = 3, 1, 1, 3, 256
+  if FLAGS.data_dir:
+    config.dataset.data_dir = FLAGS.data_dir
+  results = run_benchmark(config, steps=steps, warmup=warmup, rounds=rounds,
+                          input_batches=input_batches, matmul_size=matmul_size,
+                          with_peer=FLAGS.peer, peer_channels_last=FLAGS.peer_channels_last)
+  print('\n' + table(results))
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,82 @@
+"""The PyTorch peer of the benchmark is the same network: our Flax variables load into it
+strictly and give the same logits; and the benchmark's smoke version writes every entry."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, subprocess_env
+from configs import default
+from tce_jax import models
+from tce_jax import train
+
+torch = pytest.importorskip('torch', reason='the peer needs PyTorch (pip install torch==2.13.0)')
+import torch_deeplabv3plus as peer  # noqa: E402  (scripts/, on the path via conftest)
+
+
+@pytest.mark.parametrize('backbone,output_stride,multi_grid', [('resnet18', 16, (1, 1, 1)),
+                                                               ('resnet50', 8, (1, 2, 4))])
+def test_peer_gives_our_logits_with_our_weights(backbone, output_stride, multi_grid):
+  config = default.get_config()
+  config.model.update(backbone=backbone, width=8, aspp_channels=16, decoder_channels=16,
+                      output_stride=output_stride, eval_output_stride=output_stride,
+                      multi_grid=multi_grid)
+  model = models.create_model(config, 5, train=False)
+  images = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+  x = train.normalize(jnp.asarray(images))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  # Non-trivial running statistics, so a BatchNorm mix-up shows.
+  variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
+      lambda v: v + jax.random.uniform(jax.random.PRNGKey(1), v.shape, minval=0.1, maxval=0.5),
+      variables['batch_stats'])}
+  ours = np.asarray(model.apply(variables, x, train=False))
+
+  reference = peer.from_config(config, 5)
+  reference.load_state_dict(peer.state_dict_from_flax(variables))  # strict: same tensors
+  with torch.no_grad():
+    theirs = reference.eval()(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()))
+  theirs = theirs.numpy().transpose(0, 2, 3, 1)
+  assert theirs.shape == ours.shape == (2, 48, 64, 5)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+
+
+def test_peer_train_step_lowers_the_loss():
+  torch.manual_seed(0)
+  model = peer.DeepLabV3Plus(3, 'resnet18', 8, aspp_channels=8, decoder_channels=8, dropout=0.0)
+  images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+  step = peer.make_train_step(model, learning_rate=0.05)
+  losses = [step(images, labels) for _ in range(8)]
+  assert losses[-1] < losses[0]
+
+
+def test_quick_benchmark_writes_every_measurement(tmp_path):
+  out = tmp_path / 'bench.json'
+  result = subprocess.run(
+      [sys.executable, 'scripts/benchmark.py', '--quick', f'--data_dir={tmp_path / "tfds"}',
+       f'--json={out}'], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(out) as f:
+    bench = json.load(f)
+  assert bench['machine']['devices'] == 2
+  step = bench['train_step']
+  for key in ('median_ms', 'p90_ms', 'images_per_s', 'compile_s', 'flops',
+              'achieved_flops_per_s', 'fraction_of_matmul_peak'):
+    assert step[key] > 0, key
+  assert step['p90_ms'] >= step['median_ms']
+  # XLA's count covers the whole step: at least forward + backward of the convolutions.
+  assert step['flops'] > 1e6
+  assert bench['matmul_peak']['flops_per_s'] > 0
+  assert set(bench['sampling']) == {'uniform', 'tce', 'tce_over_uniform'}
+  assert bench['input']['images_per_s'] > 0 and bench['input']['threads'] == 1
+  assert bench['eval']['images'] == 8 and bench['eval']['images_per_s'] > 0
+  assert bench['memory']['peak_host_bytes'] > 2 ** 20
+  assert bench['peer']['framework'].startswith('torch')
+  assert bench['peer']['ours_over_peer'] == pytest.approx(
+      step['median_ms'] / bench['peer']['median_ms'])
+  assert '| ours / peer step time |' in result.stdout

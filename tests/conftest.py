@@ -7,6 +7,7 @@ import sys
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import tce_jax  # noqa: E402,F401  (adds its XLA:CPU flags before JAX starts a backend)
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

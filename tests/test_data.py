@@ -42,6 +42,11 @@ def test_builder_splits_shapes_and_determinism(tiny_dataset_config, tmp_path):
   other = datasets.load_source(again, 'train')
   np.testing.assert_array_equal(other[5]['image'], train[5]['image'])
   np.testing.assert_array_equal(other[5]['label'], train[5]['label'])
+  head = validation.head(3)
+  assert len(head) == 3 and len(validation.head(100)) == 8 and len(validation) == 8
+  np.testing.assert_array_equal(head[2]['label'], validation[2]['label'])
+  with pytest.raises(datasets.DataError, match='record 3'):
+    head[3]  # pylint: disable=pointless-statement
 
 
 def test_missing_real_dataset_gives_clear_error(tiny_dataset_config):

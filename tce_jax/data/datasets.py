@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from typing import Any, Callable
@@ -95,6 +96,21 @@ def get_builder(config: ml_collections.ConfigDict):
   return builder
 
 
+class _Head:
+  """The first n records of a random-access sequence."""
+
+  def __init__(self, records, n: int):
+    self._records, self._n = records, n
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < self._n:
+      raise IndexError(f'record {index} of {self._n}')
+    return self._records[index]
+
+
 class SegmentationSource:
   """Random access to (image [H, W, 3] uint8, label [H, W] uint8 in train ids) records.
 
@@ -119,6 +135,12 @@ class SegmentationSource:
 
   def __len__(self) -> int:
     return len(self._records)
+
+  def head(self, n: int) -> 'SegmentationSource':
+    """The same source limited to its first n records (benchmarks, quick checks)."""
+    subset = copy.copy(self)
+    subset._records = _Head(self._records, min(n, len(self)))  # pylint: disable=protected-access
+    return subset
 
   def where(self, index: int, record=None) -> str:
     image_id = record.get('image_id') if isinstance(record, dict) else None

@@ -22,7 +22,7 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
                                     'tce_image_t1', 'tce_class_t1']
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
-    assert sum(line.startswith('| ') for line in f) == 2 + 7  # header, rule, 7 methods
+    assert sum(line.startswith('|') for line in f) == 2 + 7  # header, rule, 7 methods
   marker = tmp_path / 'exp' / 'tce_t1_s0' / 'eval' / '4.json'
   before = marker.stat().st_mtime_ns
   second = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,

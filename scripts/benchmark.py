@@ -19,6 +19,7 @@ Measured in one process, the timed parts alternating in rounds so machine noise 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling scripts
 import benchmark_sampling  # noqa: E402  pylint: disable=g-import-not-at-top
+import experiment  # noqa: E402  pylint: disable=g-import-not-at-top  (its quick config)
 from tce_jax import train  # noqa: E402
 from tce_jax.data import pipeline  # noqa: E402
 
@@ -56,21 +58,6 @@ flags.DEFINE_bool('peer_channels_last', True, 'Run the peer in channels-last mem
 flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
 flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 round of 3 steps.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: the config\'s).')
-
-
-def quick_config(config):
-  """A tiny model on a tiny synthetic dataset (the test suite's smoke run)."""
-  config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64)
-  config.model.update(backbone='resnet18', width=8, aspp_channels=16, decoder_channels=16)
-  config.input.update(crop_size=(32, 32), eval_batch_size=4, num_threads=1)
-  config.train.batch_size = 4
-  return config
-
-
-def summary(times: np.ndarray, batch: int) -> dict[str, float]:
-  median = float(np.median(times))
-  return {'median_ms': 1e3 * median, 'p90_ms': 1e3 * float(np.percentile(times, 90)),
-          'images_per_s': batch / median}
 
 
 def matmul_peak(n: int, reps: int = 10) -> dict[str, float]:
@@ -161,7 +148,6 @@ class Peer:
   def __init__(self, config, num_classes: int, state, batch, channels_last: bool):
     import torch  # pylint: disable=g-import-not-at-top
     import torch_deeplabv3plus as peer  # pylint: disable=g-import-not-at-top
-    self.torch = torch
     model = peer.from_config(config, num_classes)
     model.load_state_dict(peer.state_dict_from_flax(jax.device_get(
         {'params': state.params, 'batch_stats': state.batch_stats})))
@@ -171,15 +157,16 @@ class Peer:
     if channels_last:
       model = model.to(memory_format=torch.channels_last)
       self.images = self.images.contiguous(memory_format=torch.channels_last)
-    self.step = peer.make_train_step(model, learning_rate=config.train.learning_rate,
-                                     momentum=config.train.momentum,
-                                     weight_decay=config.train.weight_decay)
+    step = peer.make_train_step(model, learning_rate=config.train.learning_rate,
+                                momentum=config.train.momentum,
+                                weight_decay=config.train.weight_decay)
+    self._time = functools.partial(peer.time_train_steps, step, self.images, self.labels)
     self.info = {'framework': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
                  'channels_last': channels_last}
 
   def time(self, num_steps: int, warmup: int) -> np.ndarray:
-    import torch_deeplabv3plus as peer  # pylint: disable=g-import-not-at-top
-    return peer.time_train_steps(self.step, self.images, self.labels, num_steps, warmup)
+    """Seconds per peer step on the batch, after `warmup` steps."""
+    return self._time(num_steps, warmup)
 
 
 def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches: int,
@@ -200,26 +187,20 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
   n = matmul_size or (2048 if device.platform == 'cpu' else 8192)
   results['matmul_peak'] = matmul_peak(n)
 
-  experiments = {}
-  for sampling in ('uniform', 'tce'):
-    c = config.copy_and_resolve_references()
-    c.sampling.name = sampling
-    c.train.num_steps = warmup + steps
-    experiments[sampling] = train.build_experiment(c)
-  main = experiments['uniform']
-  state = main.initial_state()
-  batch = jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(NamedSharding(main.mesh, P(train.AXIS)),
-                                                       x), main.train_batches(0))
-  compiled, compile_s, flops = compile_step(main, state, batch)
+  experiments = benchmark_sampling.sampling_experiments(config, warmup + steps)
+  uniform = experiments['uniform']
+  state = uniform.initial_state()
+  batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      NamedSharding(uniform.mesh, P(train.AXIS)), x), uniform.train_batches(0))
+  compiled, compile_s, flops = compile_step(uniform, state, batch)
   # The training loop of this config reuses the executable (a jit call would compile again).
-  experiments['uniform'] = dataclasses.replace(main, train_step=compiled)
+  experiments['uniform'] = dataclasses.replace(uniform, train_step=compiled)
   peer = None
   if with_peer:  # built from the initial weights, before the state is donated
-    peer = Peer(config, main.spec.num_classes, state, batch, peer_channels_last)
-  results['input'] = time_input(main, input_batches)
+    peer = Peer(config, uniform.spec.num_classes, state, batch, peer_channels_last)
+  results['input'] = time_input(uniform, input_batches)
   _, state = time_fixed_batch(compiled, state, batch, 0, warmup)  # warm-up
-  results['eval'] = time_eval(main, state, eval_images)
+  results['eval'] = time_eval(uniform, state, eval_images)
   results['memory'] = {'peak_host_bytes': host_peak_bytes(),
                        'peak_device_bytes': device_peak_bytes()}  # before the peer runs
 
@@ -227,23 +208,24 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
   for _ in range(rounds):
     t, state = time_fixed_batch(compiled, state, batch, steps, warmup)
     times['step'].append(t)
-    for sampling, experiment in experiments.items():
-      times[sampling].append(benchmark_sampling.time_steps(experiment, steps, warmup))
+    for sampling, built in experiments.items():
+      times[sampling].append(benchmark_sampling.time_steps(built, steps, warmup))
     if peer is not None:
       times['peer'].append(peer.time(steps, warmup))
 
-  step = summary(np.concatenate(times['step']), batch_size)
+  step = benchmark_sampling.step_stats(np.concatenate(times['step']), batch_size)
   step.update(compile_s=compile_s, flops=flops,
               achieved_flops_per_s=flops / (step['median_ms'] / 1e3))
   step['fraction_of_matmul_peak'] = (step['achieved_flops_per_s'] /
                                      results['matmul_peak']['flops_per_s'])
   results['train_step'] = step
-  results['sampling'] = {s: summary(np.concatenate(times[s]), batch_size)
+  results['sampling'] = {s: benchmark_sampling.step_stats(np.concatenate(times[s]), batch_size)
                          for s in ('uniform', 'tce')}
   results['sampling']['tce_over_uniform'] = (results['sampling']['tce']['median_ms'] /
                                              results['sampling']['uniform']['median_ms'])
   if peer is not None:
-    results['peer'] = {**peer.info, **summary(np.concatenate(times['peer']), batch_size)}
+    results['peer'] = {**peer.info, **benchmark_sampling.step_stats(
+        np.concatenate(times['peer']), batch_size)}
     results['peer']['ours_over_peer'] = step['median_ms'] / results['peer']['median_ms']
   return results
 
@@ -297,7 +279,7 @@ def main(argv):
                                           FLAGS.input_batches)
   matmul_size = FLAGS.matmul_size
   if FLAGS.quick:
-    config = quick_config(config)
+    config = experiment.quick_config(config)
     steps, warmup, rounds, input_batches, matmul_size = 3, 1, 1, 3, 256
   if FLAGS.data_dir:
     config.dataset.data_dir = FLAGS.data_dir

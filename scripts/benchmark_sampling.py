@@ -46,14 +46,27 @@ def time_steps(experiment: train.Experiment, num_steps: int, warmup: int) -> np.
   return np.asarray(times)
 
 
-def main(argv):
-  del argv
+def sampling_experiments(config, num_steps: int) -> dict[str, train.Experiment]:
+  """`config` built with sampling=uniform and with sampling=tce, for `num_steps` steps."""
   experiments = {}
   for sampling in ('uniform', 'tce'):
-    config = FLAGS.config.copy_and_resolve_references()
-    config.sampling.name = sampling
-    config.train.num_steps = FLAGS.warmup + FLAGS.steps
-    experiments[sampling] = train.build_experiment(config)
+    c = config.copy_and_resolve_references()
+    c.sampling.name = sampling
+    c.train.num_steps = num_steps
+    experiments[sampling] = train.build_experiment(c)
+  return experiments
+
+
+def step_stats(times: np.ndarray, batch_size: int) -> dict[str, float]:
+  """Median and p90 step time (ms) and images/s at the median."""
+  median = float(np.median(times))
+  return {'median_ms': 1e3 * median, 'p90_ms': 1e3 * float(np.percentile(times, 90)),
+          'images_per_s': batch_size / median}
+
+
+def main(argv):
+  del argv
+  experiments = sampling_experiments(FLAGS.config, FLAGS.warmup + FLAGS.steps)
   times = {name: [] for name in experiments}
   for _ in range(FLAGS.rounds):
     for name, experiment in experiments.items():
@@ -61,11 +74,8 @@ def main(argv):
   batch = FLAGS.config.train.batch_size
   rows = {}
   for name, runs in times.items():
-    all_times = np.concatenate(runs)
-    rows[name] = {'median_ms': 1e3 * float(np.median(all_times)),
-                  'p90_ms': 1e3 * float(np.percentile(all_times, 90)),
-                  'round_medians_ms': [1e3 * float(np.median(r)) for r in runs],
-                  'images_per_s': batch / float(np.median(all_times))}
+    rows[name] = {**step_stats(np.concatenate(runs), batch),
+                  'round_medians_ms': [1e3 * float(np.median(r)) for r in runs]}
   ratio = rows['tce']['median_ms'] / rows['uniform']['median_ms']
   crop = tuple(FLAGS.config.input.crop_size)
   print(f'\nconfig: {FLAGS.config.name}, batch {batch}, crop {crop}, '

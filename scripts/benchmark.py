@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 
 from absl import app
@@ -36,11 +35,11 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling scripts
-import benchmark_sampling  # noqa: E402  pylint: disable=g-import-not-at-top
-import experiment  # noqa: E402  pylint: disable=g-import-not-at-top  (its quick config)
-from tce_jax import train  # noqa: E402
-from tce_jax.data import pipeline  # noqa: E402
+import benchmark_sampling  # a sibling script (scripts/ is on the path when run as a script)
+from tce_jax import evaluator as evaluator_lib
+from tce_jax import train
+from tce_jax.configs import tiny
+from tce_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py', 'Config to time.')
@@ -123,11 +122,12 @@ def time_eval(experiment: train.Experiment, state, num_images: int = 0) -> dict[
   one untimed pass that compiles."""
   source = experiment.eval_source
   source = source.head(num_images) if num_images else source
-  evaluator = train.Evaluator(experiment.config, source, experiment.spec.class_names,
-                              experiment.mesh)
-  evaluator(state)
+  evaluator = evaluator_lib.Evaluator(experiment.config, source,
+                                      experiment.spec.class_names, experiment.mesh)
+  variables = train.model_variables(state)
+  evaluator(variables)
   start = time.perf_counter()
-  evaluator(state)
+  evaluator(variables)
   seconds = time.perf_counter() - start
   return {'images': len(source), 'batch_size': experiment.config.input.eval_batch_size,
           'images_per_s': len(source) / seconds}
@@ -151,7 +151,7 @@ class Peer:
     model = peer.from_config(config, num_classes)
     model.load_state_dict(peer.state_dict_from_flax(jax.device_get(
         {'params': state.params, 'batch_stats': state.batch_stats})))
-    images = np.asarray(train.normalize(jnp.asarray(batch['image'])))
+    images = np.asarray(pipeline.normalize(jnp.asarray(batch['image'])))
     self.images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     self.labels = torch.from_numpy(np.asarray(batch['label']).astype(np.int64))
     if channels_last:
@@ -279,7 +279,7 @@ def main(argv):
                                           FLAGS.input_batches)
   matmul_size = FLAGS.matmul_size
   if FLAGS.quick:
-    config = experiment.quick_config(config)
+    config = tiny.apply(config)
     steps, warmup, rounds, input_batches, matmul_size = 3, 1, 1, 3, 256
   if FLAGS.data_dir:
     config.dataset.data_dir = FLAGS.data_dir

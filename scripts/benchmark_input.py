@@ -21,7 +21,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from configs import cityscapes_mcce
+from tce_jax.configs import cityscapes_mcce
 from tce_jax import prepare
 from tce_jax.data import classes
 from tce_jax.data import datasets

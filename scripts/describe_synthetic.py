@@ -11,7 +11,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from configs import default
+from tce_jax.configs import default
 from tce_jax import evaluation
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets

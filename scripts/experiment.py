@@ -21,9 +21,10 @@ import numpy as np
 from scipy import stats as scipy_stats
 import tqdm
 
-from configs import synthetic_mcce
 from tce_jax import report
 from tce_jax import train
+from tce_jax.configs import synthetic_mcce
+from tce_jax.configs import tiny
 
 FLAGS = flags.FLAGS
 
@@ -58,17 +59,8 @@ def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str
   config.train.checkpoint_every = max(steps // 5, 1)
   config.train.log_every = max(min(50, steps // 2), 1)
   if quick:
-    quick_config(config)
+    tiny.apply(config)
   config.update_from_flattened_dict(METHODS[method])
-  return config
-
-
-def quick_config(config):
-  """A tiny ResNet-18 DeepLabv3+ on a tiny synthetic dataset (the smoke runs of the tests)."""
-  config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64)
-  config.model.update(backbone='resnet18', width=8, aspp_channels=16, decoder_channels=16)
-  config.input.update(crop_size=(32, 32), eval_batch_size=4, num_threads=1)
-  config.train.batch_size = 4
   return config
 
 

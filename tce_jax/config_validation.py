@@ -1,58 +1,95 @@
-"""Checks a config before anything is built or compiled; errors name the field."""
+"""Checks a config before anything is built or compiled; errors name the field.
+
+The lists of valid names are the registries themselves (datasets, models, losses, samplers),
+so a new entry is valid as soon as it is registered. Deprecated fields are moved to their new
+place here, with a warning.
+"""
 
 from __future__ import annotations
 
 import functools
 
+from absl import logging
 import ml_collections
 
 from tce_jax import losses
-from tce_jax.data import datasets
 from tce_jax import models
-
-SAMPLINGS = ('uniform', 'tce')
+from tce_jax import sampling
+from tce_jax.data import datasets
 
 
 def _fail(field: str, value, why: str):
   raise ValueError(f'config.{field}={value!r}: {why}')
 
 
-def _value(config: ml_collections.ConfigDict, field: str):
+def value(config: ml_collections.ConfigDict, field: str):
+  """The value of a dotted field ('tce.t') of `config`."""
   return functools.reduce(lambda node, part: node[part], field.split('.'), config)
 
 
+
 def _one_of(config: ml_collections.ConfigDict, field: str, choices):
-  value = _value(config, field)
-  if value not in choices:
-    _fail(field, value, f'must be one of {sorted(choices)}')
+  current = value(config, field)
+  if current not in choices:
+    _fail(field, current, f'must be one of {sorted(choices)}')
 
 
 def _positive(config: ml_collections.ConfigDict, field: str, *, allow_zero: bool = False):
-  value = _value(config, field)
-  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
-    _fail(field, value, 'must be a non-negative number' if allow_zero else
+  current = value(config, field)
+  if not isinstance(current, (int, float)) or current < 0 or (current == 0 and not allow_zero):
+    _fail(field, current, 'must be a non-negative number' if allow_zero else
           'must be a positive number')
+
+
+def upgrade_deprecated(config: ml_collections.ConfigDict) -> None:
+  """Moves deprecated fields to their new place (in place), warning when one was set.
+
+  config.loss.t_warmup_steps -> config.tce.t_warmup_steps (the tilt's section).
+  """
+  old = config.loss.t_warmup_steps
+  if old is None:
+    return
+  if old:
+    if config.tce.t_warmup_steps not in (0, old):
+      _fail('loss.t_warmup_steps', old, 'deprecated, and config.tce.t_warmup_steps='
+            f'{config.tce.t_warmup_steps} is set too: set only config.tce.t_warmup_steps')
+    logging.warning('config.loss.t_warmup_steps is deprecated: use config.tce.t_warmup_steps '
+                    '(set to %d from it).', old)
+    config.tce.t_warmup_steps = old
+  config.loss.t_warmup_steps = None  # 0: the old default, nothing to move
+
+
+def validate_model_config(config: ml_collections.ConfigDict) -> None:
+  """The fields that building the model and evaluating it read (training's are extra)."""
+  upgrade_deprecated(config)
+  _one_of(config, 'dataset.name', datasets.DATASETS)
+  _one_of(config, 'model.name', models.MODELS)
+  _one_of(config, 'model.backbone', models.BACKBONES)
+  _one_of(config, 'model.output_stride', (8, 16, 32))
+  _one_of(config, 'model.eval_output_stride', (8, 16, 32))
+  for field in ('input.eval_batch_size', 'model.width', 'model.aspp_channels',
+                'model.decoder_channels'):
+    _positive(config, field)
+  if not config.eval.scales or min(config.eval.scales) <= 0:
+    _fail('eval.scales', tuple(config.eval.scales), 'must be positive factors')
+  if not 0 < config.eval.fairness_fraction <= 0.5:
+    _fail('eval.fairness_fraction', config.eval.fairness_fraction, 'must be in (0, 0.5]')
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_processes: int = 1) -> None:
-  """Raises ValueError naming the first invalid field of `config`."""
-  _one_of(config, 'dataset.name', datasets.DATASETS)
-  _one_of(config, 'model.name', models.MODELS)
-  _one_of(config, 'model.backbone', models.BACKBONES)
+  """Raises ValueError naming the first invalid field of `config` (a training config)."""
+  validate_model_config(config)
   _one_of(config, 'loss.name', losses.LOSSES)
-  _one_of(config, 'sampling.name', SAMPLINGS)
+  _one_of(config, 'sampling.name', sampling.SAMPLERS)
   _one_of(config, 'train.nonfinite', ('stop', 'skip'))
-  _one_of(config, 'model.output_stride', (8, 16, 32))
-  _one_of(config, 'model.eval_output_stride', (8, 16, 32))
   for field in ('train.batch_size', 'train.num_steps', 'train.learning_rate',
-                'input.eval_batch_size', 'model.width', 'model.aspp_channels',
-                'model.decoder_channels', 'train.log_every', 'train.eval_every',
+                'train.log_every', 'train.eval_every',
                 'train.checkpoint_every', 'train.keep_checkpoints', 'input.num_threads',
                 'input.prefetch'):
     _positive(config, field)
   for field in ('train.weight_decay', 'train.momentum', 'train.poly_power',
-                'loss.focal_gamma', 'loss.t_warmup_steps'):
+                'loss.focal_gamma', 'tce.t_warmup_steps'):
     _positive(config, field, allow_zero=True)
   for field in ('batch_size',):
     if config.train[field] % num_devices:
@@ -79,9 +116,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     _fail('input.scales', tuple(config.input.scales), 'must be positive factors')
   if config.train.grad_clip_norm is not None and config.train.grad_clip_norm <= 0:
     _fail('train.grad_clip_norm', config.train.grad_clip_norm, 'must be positive or None')
-  if not config.eval.scales or min(config.eval.scales) <= 0:
-    _fail('eval.scales', tuple(config.eval.scales), 'must be positive factors')
-  if not 0 < config.eval.fairness_fraction <= 0.5:
-    _fail('eval.fairness_fraction', config.eval.fairness_fraction, 'must be in (0, 0.5]')
   if config.dataset.train_split == config.dataset.eval_split:
     _fail('dataset.eval_split', config.dataset.eval_split, 'must differ from the train split')
+  sampling.SAMPLERS[config.sampling.name].check_config(config)

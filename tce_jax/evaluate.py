@@ -15,12 +15,17 @@ from absl import app
 from absl import flags
 from absl import logging
 from clu import metric_writers
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
-import orbax.checkpoint as ocp
 
-from configs import default
-
+from tce_jax import checkpoints
+from tce_jax import config_validation
+from tce_jax import evaluator as evaluator_lib
+from tce_jax import models
 from tce_jax import train
+from tce_jax.configs import default
+from tce_jax.data import datasets
 
 FLAGS = flags.FLAGS
 
@@ -61,23 +66,29 @@ def _merge(config: ml_collections.ConfigDict, saved: dict, where: str):
       config[key] = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
-  """(experiment, train state at `step`) of a run; the latest checkpoint when step is None."""
-  experiment = train.build_experiment(config)
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  with ocp.CheckpointManager(directory) as manager:
-    steps = manager.all_steps()
-    if not steps:
-      raise FileNotFoundError(f'No checkpoint in {directory}')
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise ValueError(f'--checkpoint_step={step}: {directory} has steps {sorted(steps)}')
-    try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(experiment.initial_state()))
-    except ValueError as e:
-      raise ValueError(f'The checkpoint of step {step} in {directory} does not fit the model '
-                       f'of its config.json (was it written by another model?): {e}') from e
-  return experiment, state
+def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+            mesh: jax.sharding.Mesh | None = None) -> tuple[dict, int]:
+  """(model variables {'params', 'batch_stats'}, step) of a run's checkpoint `step` (None:
+  the latest), replicated over `mesh` (default: all devices).
+
+  Builds only the model: no training data, class index, optimizer or sampler is needed, and
+  the training batch size need not suit this machine's devices.
+  """
+  config_validation.validate_model_config(config)
+  num_classes = datasets.get_spec(config).num_classes
+  mesh = train.make_mesh() if mesh is None else mesh
+  model = models.create_model(config, num_classes, train=True)  # + auxiliary heads
+  shapes = jax.eval_shape(lambda: train.init_variables(config, model, jax.random.PRNGKey(0)))
+  replicated = NamedSharding(mesh, P())
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        {'params': shapes['params'], 'batch_stats': shapes['batch_stats']})
+  directory = checkpoints.directory(workdir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'No checkpoint in {directory}')
+  with checkpoints.manager(workdir) as manager:
+    step = max(manager.all_steps(), default=None) if step is None else step
+    variables = checkpoints.restore(manager, step, target, partial=True)
+  return variables, step
 
 
 def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = None,
@@ -85,16 +96,15 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
   """Evaluates a checkpoint of the run in `workdir`; returns the written record."""
   config = load_run_config(workdir)
   config.update_from_flattened_dict(overrides or {})
-  experiment, state = restore(config, workdir, step)
-  source = experiment.eval_source
-  if split is not None and split != config.dataset.eval_split:
-    from tce_jax.data import datasets  # pylint: disable=g-import-not-at-top
-    source = datasets.load_source(config, split)
-  evaluator = train.Evaluator(config, source, experiment.spec.class_names, experiment.mesh)
+  mesh = train.make_mesh()
+  variables, step = restore(config, workdir, step, mesh)
+  source = datasets.load_source(config, split or config.dataset.eval_split)
+  evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,
+                                      mesh)
   writer = metric_writers.create_default_writer(workdir)
   class_writer = metric_writers.SummaryWriter(workdir)
   try:
-    return evaluator.write(state, int(state.step), workdir, writer, class_writer)
+    return evaluator.write(variables, step, workdir, writer, class_writer)
   finally:
     writer.close()
     class_writer.close()

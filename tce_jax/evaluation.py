@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tce_jax import fairness
-
-IGNORE_INDEX = 255
+from tce_jax.data.classes import IGNORE_INDEX
 
 
 def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int, *,

@@ -11,14 +11,17 @@ concatenated batch. With `axis_name=None` (the default) the loss is that of the 
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
+
+from tce_jax.data.classes import IGNORE_INDEX
 
 Array = jax.Array
-IGNORE_INDEX = 255
 
 
 def _psum(x: Array, axis_name: str | None) -> Array:
@@ -136,13 +139,52 @@ def tilted_class_loss(logits: Array, labels: Array, t: float | Array, *,
   return _safe_divide(num, _psum(jnp.sum(has_pixels, dtype=jnp.float32), axis_name))
 
 
+def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
+  """Per-class weights 1 / pixel frequency, normalised to mean 1 over the classes seen.
+
+  Classes without pixels get weight 0 (they never occur in the labels). Used as focal
+  alpha and as weighted-CE weights.
+  """
+  counts = np.asarray(pixel_counts, np.float64)
+  seen = counts > 0
+  weights = np.zeros_like(counts)
+  weights[seen] = counts[seen].sum() / counts[seen]
+  return (weights / weights[seen].mean()).astype(np.float32)
+
+
 LossFn = Callable[..., Array]
 
-# Config name (config.loss.name) -> the loss it trains with.
-LOSSES: dict[str, LossFn] = {
-    'mcce': cross_entropy,
-    'weighted_ce': cross_entropy,  # with class_weights = inverse pixel frequencies
-    'focal': focal_loss,
-    'tce_image': tilted_image_loss,
-    'tce_class': tilted_class_loss,
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """A registered loss and what it needs from the run, so that training binds it generically.
+
+  `fn(logits, labels, [t,] *, axis_name, **options)` is the pure loss. `tilted`: it takes the
+  tilt t (config.tce.t, ramped linearly from 0 over config.tce.t_warmup_steps) as its third
+  argument. `class_weights`: maps the training split's per-class pixel counts to the [K] array
+  passed as the keyword `weights_arg` (the run then builds the class index). `options`: keyword
+  of `fn` -> config field it is read from. Calling a `Loss` calls `fn`.
+  """
+  fn: LossFn
+  tilted: bool = False
+  class_weights: Callable[[np.ndarray], np.ndarray] | None = None
+  weights_arg: str = 'class_weights'
+  options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  @property
+  def needs_class_index(self) -> bool:
+    return self.class_weights is not None
+
+  def __call__(self, *args, **kwargs) -> Array:
+    return self.fn(*args, **kwargs)
+
+
+# config.loss.name -> the loss it trains with. A new loss is one entry here.
+LOSSES: dict[str, Loss] = {
+    'mcce': Loss(cross_entropy),
+    'weighted_ce': Loss(cross_entropy, class_weights=inverse_frequency_weights),
+    'focal': Loss(focal_loss, class_weights=inverse_frequency_weights, weights_arg='alpha',
+                  options={'gamma': 'loss.focal_gamma'}),
+    'tce_image': Loss(tilted_image_loss, tilted=True),
+    'tce_class': Loss(tilted_class_loss, tilted=True),
 }

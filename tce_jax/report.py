@@ -216,7 +216,7 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from tce_jax import evaluate, models, train  # pylint: disable=g-import-not-at-top
+  from tce_jax import evaluate, evaluator, models  # pylint: disable=g-import-not-at-top
   from tce_jax.data import classes as classes_lib, datasets  # pylint: disable=g-import-not-at-top
 
   first = {}
@@ -234,11 +234,10 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
   examples = [source[i] for i in chosen]
   predictions = {}
   for label, r in first.items():
-    _, state = evaluate.restore(r['config'], r['run'])
+    variables, _ = evaluate.restore(r['config'], r['run'])
     model = models.create_model(r['config'], spec.num_classes, train=False,
                                 output_stride=r['config'].model.eval_output_stride)
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    predictions[label] = [np.asarray(jax.device_get(jax.numpy.argmax(train.predict(
+    predictions[label] = [np.asarray(jax.device_get(jax.numpy.argmax(evaluator.predict(
         model, variables, e['image'][None]), -1)[0])).astype(np.uint8) for e in examples]
   columns = ['image', 'ground truth'] + list(predictions)
   fig, axes = plt.subplots(len(examples), len(columns),

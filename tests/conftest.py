@@ -11,30 +11,22 @@ import tce_jax  # noqa: E402,F401  (adds its XLA:CPU flags before JAX starts a b
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from configs import default  # noqa: E402
+from tce_jax.configs import default  # noqa: E402
+from tce_jax.configs import tiny  # noqa: E402
 
 
 @pytest.fixture(scope='session')
 def tiny_dataset_config(tmp_path_factory):
-  """A small synthetic dataset (48 train / 8 validation images of 32x64) in a temp data_dir."""
-  config = default.get_config()
+  """The tiny profile (48 train / 8 validation images of 32x64) with a temp data_dir."""
+  config = tiny.apply(default.get_config())
   config.dataset.data_dir = str(tmp_path_factory.mktemp('tfds'))
-  config.dataset.synthetic.update(num_train=48, num_validation=8, height=32, width=64, seed=0)
   return config
 
 
 def tiny_config(base, overrides=None):
-  """A tiny model and run on the tiny dataset; `overrides` maps 'section.field' to values."""
+  """A tiny run on the tiny profile; `overrides` maps 'section.field' to values."""
   config = base.copy_and_resolve_references()
-  config.model.backbone = 'resnet18'
-  config.model.width = 8
-  config.model.aspp_channels = 16
-  config.model.decoder_channels = 16
   config.model.dropout = 0.0
-  config.input.crop_size = (32, 32)
-  config.input.eval_batch_size = 4
-  config.input.num_threads = 1
-  config.train.batch_size = 4
   config.train.num_steps = 4
   config.train.log_every = 2
   config.train.eval_every = 4
@@ -53,23 +45,16 @@ def pytest_report_header(config):
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))  # the torch peer, the benchmark helpers
 
 
 def main_command(config_file, workdir, data_dir, *extra, crop=(32, 32)) -> list[str]:
-  """`python -m tce_jax.main` on a tiny model and the tiny synthetic dataset, + `extra` flags.
+  """`python -m tce_jax.main` with the tiny profile, + `extra` flags.
 
   (A tuple field given twice on the command line is concatenated, hence `crop`.)
   """
   return [sys.executable, '-m', 'tce_jax.main', f'--config={config_file}',
           f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}',
-          '--config.model.backbone=resnet18', '--config.model.width=8',
-          '--config.model.aspp_channels=16', '--config.model.decoder_channels=16',
-          f'--config.input.crop_size={tuple(crop)}', '--config.input.eval_batch_size=4',
-          '--config.dataset.synthetic.num_train=48',
-          '--config.dataset.synthetic.num_validation=8',
-          '--config.dataset.synthetic.height=32', '--config.dataset.synthetic.width=64',
-          '--config.train.batch_size=4', *extra]
+          *tiny.command_line_flags(input__crop_size=tuple(crop)), *extra]
 
 
 def subprocess_env(devices: int = 2) -> dict[str, str]:

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default
+from tce_jax.configs import default
 from tce_jax import losses
 from tce_jax import models
 from tce_jax.models import resnet

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from tce_jax.configs import default
 from tce_jax import models
 from tce_jax.models import pretrained
 from tce_jax.models.resnet import ResNet

@@ -17,6 +17,7 @@ import numpy as np
 import tqdm
 
 from tce_jax.data.datasets import SegmentationSource
+from tce_jax.losses import inverse_frequency_weights  # noqa: F401  (its old home; re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,19 +42,6 @@ class ClassIndex:
   @property
   def image_counts(self) -> np.ndarray:
     return self.presence.sum(axis=0)
-
-
-def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
-  """Per-class weights 1 / pixel frequency, normalised to mean 1 over the classes seen.
-
-  Classes without pixels get weight 0 (they never occur in the labels). Used as focal
-  alpha and as weighted-CE weights.
-  """
-  counts = np.asarray(pixel_counts, np.float64)
-  seen = counts > 0
-  weights = np.zeros_like(counts)
-  weights[seen] = counts[seen].sum() / counts[seen]
-  return (weights / weights[seen].mean()).astype(np.float32)
 
 
 def compute_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:

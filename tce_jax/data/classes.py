@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # the label of pixels that are not scored (the one definition)
+
+
+def class_tag(name: str) -> str:
+  """A class name as a TensorBoard tag component ('traffic light' -> 'traffic_light')."""
+  return name.replace(' ', '_')
 
 # Cityscapes' 19 evaluation classes in train-id order, with the official colours
 # (cityscapesScripts, labels.py).

@@ -14,6 +14,8 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from absl import logging
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -25,6 +27,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 _PAD_COLOR = tuple(int(round(v)) for v in IMAGENET_MEAN)  # padding that normalises to ~0
 _UNIFORM_STREAM, _CLASS_STREAM, _AUGMENT_STREAM = 0, 1, 2  # independent random streams
+
+
+def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 [B, H, W, 3] -> ImageNet-normalised floats (on the device: 4x less transfer)."""
+  mean = jnp.asarray(IMAGENET_MEAN)
+  std = jnp.asarray(IMAGENET_STD)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
 def keep_ratio_scale(height: int, width: int, size: Sequence[int]) -> float:

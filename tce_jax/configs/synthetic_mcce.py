@@ -1,6 +1,6 @@
 """MCCE on the built-in synthetic dataset with a small DeepLabv3+ (the quick-start job)."""
 
-from configs import default
+from tce_jax.configs import default
 
 
 def get_config():

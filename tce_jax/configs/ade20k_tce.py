@@ -1,6 +1,6 @@
 """Stochastic TCE on ADE20k (t = 0.1; the paper's t = 1 by --config.tce.t=1.0)."""
 
-from configs import ade20k_mcce
+from tce_jax.configs import ade20k_mcce
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """Class-uniform sampling: Stochastic TCE with t = 0, which separates the effect of the tilt
 from that of class-conditional sampling (the ablation the paper lacks)."""
 
-from configs import synthetic_tce
+from tce_jax.configs import synthetic_tce
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Stochastic TCE (Algorithm 1, t = 0.1; t = 1 by --config.tce.t=1.0) on the synthetic dataset."""
 
-from configs import synthetic_mcce
+from tce_jax.configs import synthetic_mcce
 
 
 def get_config():

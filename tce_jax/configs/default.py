@@ -58,16 +58,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pretrained = ml_collections.FieldReference(None, field_type=str)
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = 'mcce'  # mcce, weighted_ce, focal, tce_image, tce_class
+  config.loss.name = 'mcce'  # a name of tce_jax.losses.LOSSES
   config.loss.focal_gamma = 2.0  # focusing parameter of the focal loss
-  config.loss.t_warmup_steps = 0  # tce_image/tce_class: ramp t linearly from 0 over these steps
+  # Deprecated: moved to config.tce.t_warmup_steps (still read, with a warning).
+  config.loss.t_warmup_steps = ml_collections.FieldReference(None, field_type=int)
 
   config.sampling = ml_collections.ConfigDict()
-  config.sampling.name = 'uniform'  # uniform: shuffled epochs; tce: Algorithm 1 (Stochastic TCE)
-  config.sampling.lag = 2  # tce: the class of step k is drawn after step k - lag (loader overlap)
+  # A name of tce_jax.sampling.SAMPLERS: uniform = shuffled epochs; tce = Algorithm 1
+  # (Stochastic TCE).
+  config.sampling.name = 'uniform'
+  # Class-conditional samplers: the class of step k is drawn after step k - lag, so the loader
+  # prepares its batch while the device runs the steps in between.
+  config.sampling.lag = 2
 
-  config.tce = ml_collections.ConfigDict()
-  config.tce.t = 0.1  # tilt, for the sampler and the direct tilted losses; 0 = no tilt
+  config.tce = ml_collections.ConfigDict()  # the tilt, shared by the sampler and the losses
+  config.tce.t = 0.1  # tilt of the sampler and of the direct tilted losses; 0 = no tilt
+  config.tce.t_warmup_steps = 0  # tilted losses: ramp t linearly from 0 over these steps
   config.tce.gamma = 0.2  # EMA rate of the sampler's tilted losses (TERM's code uses 0.2)
 
   config.eval = ml_collections.ConfigDict()

@@ -1,6 +1,6 @@
 """Focal loss (gamma 2, alpha = inverse pixel frequency) on Cityscapes."""
 
-from configs import cityscapes_mcce
+from tce_jax.configs import cityscapes_mcce
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Focal loss (gamma 2, alpha = inverse pixel frequency) on the synthetic dataset."""
 
-from configs import synthetic_mcce
+from tce_jax.configs import synthetic_mcce
 
 
 def get_config():

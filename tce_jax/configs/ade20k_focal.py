@@ -1,6 +1,6 @@
 """Focal loss (gamma 2, alpha = inverse pixel frequency) on ADE20k."""
 
-from configs import ade20k_mcce
+from tce_jax.configs import ade20k_mcce
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Needs the prepared dataset: python -m tce_jax.prepare --dataset=ade20k --manual_dir=DIR
 """
 
-from configs import default
+from tce_jax.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Stochastic TCE on Cityscapes (t = 0.1; the paper's t = 1 by --config.tce.t=1.0)."""
 
-from configs import cityscapes_mcce
+from tce_jax.configs import cityscapes_mcce
 
 
 def get_config():

@@ -1,0 +1,48 @@
+"""The tiny profile: a small ResNet-18 DeepLabv3+ on a small synthetic dataset, for smoke runs.
+
+Not an experiment: overrides applied on top of any config (`scripts/experiment.py --quick`, the
+test suite, dry runs), so that a whole run takes seconds on a CPU. The one copy of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+# 'section.field' -> value (the keys of ConfigDict.update_from_flattened_dict).
+OVERRIDES: dict[str, Any] = {
+    'dataset.synthetic.num_train': 48,
+    'dataset.synthetic.num_validation': 8,
+    'dataset.synthetic.height': 32,
+    'dataset.synthetic.width': 64,
+    'model.backbone': 'resnet18',
+    'model.width': 8,
+    'model.aspp_channels': 16,
+    'model.decoder_channels': 16,
+    'input.crop_size': (32, 32),
+    'input.eval_batch_size': 4,
+    'input.num_threads': 1,
+    'train.batch_size': 4,
+}
+
+
+def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with the tiny profile applied (in place; returned for chaining)."""
+  config.update_from_flattened_dict(OVERRIDES)
+  return config
+
+
+def command_line_flags(**replace: Any) -> list[str]:
+  """The profile as `--config.section.field=value` flags of `python -m tce_jax.main`.
+
+  `replace` (keyword 'section__field', e.g. input__crop_size=(64, 64)) changes a value here
+  rather than by a second flag: a tuple flag given twice is concatenated by ml_collections.
+  """
+  values = dict(OVERRIDES)
+  for key, value in replace.items():
+    field = key.replace('__', '.')
+    if field not in values:
+      raise KeyError(f'{field} is not a field of the tiny profile')
+    values[field] = value
+  return [f'--config.{field}={value}' for field, value in values.items()]

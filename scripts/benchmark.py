@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import platform
 import resource
@@ -37,6 +36,7 @@ import numpy as np
 
 import benchmark_sampling  # a sibling script (scripts/ is on the path when run as a script)
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import records
 from tce_jax import train
 from tce_jax.configs import tiny
 from tce_jax.data import pipeline
@@ -289,8 +289,7 @@ def main(argv):
                           with_peer=FLAGS.peer, peer_channels_last=FLAGS.peer_channels_last)
   print('\n' + table(results))
   if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump(results, f, indent=1)
+    records.write_json(FLAGS.json, results)
 
 
 if __name__ == '__main__':

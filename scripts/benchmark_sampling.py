@@ -8,7 +8,6 @@ time therefore includes any wait for the input pipeline.
   python scripts/benchmark_sampling.py --config=configs/synthetic_tce.py --steps=100
 """
 
-import json
 import time
 
 from absl import app
@@ -17,6 +16,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from tce_jax import records
 from tce_jax import train
 
 FLAGS = flags.FLAGS
@@ -89,8 +89,7 @@ def main(argv):
           f"{r['images_per_s']:.1f} |")
   print(f'\ntce / uniform step time: {ratio:.3f} (overhead {100 * (ratio - 1):+.1f}%)')
   if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump({'rows': rows, 'ratio': ratio}, f, indent=1)
+    records.write_json(FLAGS.json, {'rows': rows, 'ratio': ratio})
 
 
 if __name__ == '__main__':

@@ -7,12 +7,22 @@ sampler nor the training data. Both go through `restore`, with the same error me
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any, Callable
 
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 PyTree = Any
+ITEM = 'default'  # the name orbax gives the single item of a checkpoint
+
+
+class CheckpointCorruptError(ValueError):
+  """A checkpoint whose files cannot be read (truncated, deleted, garbage)."""
 
 
 def directory(workdir: str) -> str:
@@ -45,6 +55,11 @@ def restore(checkpoints: ocp.CheckpointManager, step: int | None, target: PyTree
   step = max(steps) if step is None else step
   if step not in steps:
     raise ValueError(f'--checkpoint_step={step}: {where} has steps {sorted(steps)}')
+  problem = _mismatch(checkpoints, step, target, partial=partial)
+  if problem:
+    raise ValueError(
+        f'The checkpoint of step {step} in {where} does not fit this config (another model, '
+        f'backbone, width, number of classes or sampler?): {problem}')
   if partial:
     args = ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
@@ -53,10 +68,88 @@ def restore(checkpoints: ocp.CheckpointManager, step: int | None, target: PyTree
     args = ocp.args.StandardRestore(target)
   try:
     return checkpoints.restore(step, args=args)
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(
-        f'The checkpoint of step {step} in {where} does not fit this config (another model, '
-        f'backbone, width, number of classes or sampler?): {e}') from e
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise CheckpointCorruptError(
+        f'The checkpoint of step {step} in {where} cannot be read (its files are damaged: '
+        f'{type(e).__name__}: {str(e)[:300]})') from e
+
+
+def _leaf_shapes(tree: PyTree) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Path (names and indices as strings) -> shape, for the leaves that have a shape."""
+  shapes = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if hasattr(leaf, 'shape'):
+      key = tuple(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))) for k in path)
+      shapes[key] = tuple(leaf.shape)
+  return shapes
+
+
+def _saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> dict[tuple, tuple]:
+  """Path of each saved array -> its (global) shape, from the checkpoint's own metadata;
+  CheckpointCorruptError when that cannot be read."""
+  path = os.path.join(os.fspath(checkpoints.directory), str(step), ITEM)
+  try:
+    metadata = ocp.PyTreeCheckpointer().metadata(path)
+    tree = getattr(getattr(metadata, 'item_metadata', metadata), 'tree', None)
+    if tree is None:
+      raise ValueError('no tree in the metadata')
+    return _leaf_shapes(tree)
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    raise CheckpointCorruptError(
+        f'The checkpoint of step {step} in {checkpoints.directory} cannot be read (its '
+        f'metadata: {type(e).__name__}: {str(e)[:200]})') from e
+
+
+def _mismatch(checkpoints: ocp.CheckpointManager, step: int, target: PyTree, *,
+              partial: bool) -> str:
+  """'' when the checkpoint holds `target`'s arrays with their shapes; else what differs."""
+  saved = _saved_shapes(checkpoints, step)
+  wanted = _leaf_shapes(ocp.tree.serialize_tree(target, keep_empty_nodes=True))
+  missing = sorted(set(wanted) - set(saved))
+  extra = [] if partial else sorted(set(saved) - set(wanted))
+  shapes = sorted(k for k in set(wanted) & set(saved) if wanted[k] != saved[k])
+  problems = []
+  for name, keys in (('missing', missing), ('unexpected', extra)):
+    if keys:
+      problems.append(f'{len(keys)} {name} arrays (e.g. {"/".join(keys[0])})')
+  if shapes:
+    k = shapes[0]
+    problems.append(f'{len(shapes)} arrays of another shape (e.g. {"/".join(k)}: '
+                    f'saved {saved[k]}, expected {wanted[k]})')
+  return '; '.join(problems)
+
+
+def restore_latest(checkpoints: ocp.CheckpointManager, target: PyTree) -> PyTree | None:
+  """The newest checkpoint that restores into `target` (None when there is none).
+
+  A damaged checkpoint is logged with the reason, moved aside (renamed to
+  `corrupt-<step>-<time>`, never deleted) and the next older one is tried; a checkpoint
+  that does not fit the config is an error (an older one would not fit either).
+  """
+  failures = []
+  for step in sorted(checkpoints.all_steps(), reverse=True):
+    try:
+      return restore(checkpoints, step, target)
+    except CheckpointCorruptError as e:
+      logging.warning('%s; falling back to an older checkpoint.', e)
+      failures.append(str(e))
+      _move_aside(checkpoints, step)
+  if failures:
+    raise CheckpointCorruptError('No checkpoint could be restored:\n' + '\n'.join(failures))
+  return None
+
+
+def _move_aside(checkpoints: ocp.CheckpointManager, step: int) -> None:
+  """Renames a damaged step directory so that orbax no longer lists it (and a new save of
+  that step does not collide with it)."""
+  directory = os.fspath(checkpoints.directory)
+  if jax.process_index() == 0:
+    aside = os.path.join(directory, f'corrupt-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    os.rename(os.path.join(directory, str(step)), aside)
+    logging.warning('Moved the damaged checkpoint of step %d to %s.', step, aside)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'damaged checkpoint {step} moved aside')
+  checkpoints.reload()
 
 
 def save(checkpoints: ocp.CheckpointManager, step: int, state: PyTree) -> None:

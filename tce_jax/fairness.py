@@ -1,4 +1,4 @@
-"""Fairness statistics of per-class IoUs, with the paper's conventions (PAPER.md).
+"""Fairness statistics of per-class IoUs, with the paper's conventions (docs/method.md).
 
 Inputs are per-class IoUs on any scale (results come back on the same scale); NaN marks a
 class absent from both labels and predictions, excluded from every statistic.

@@ -23,6 +23,10 @@ flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of proce
                     '--num_processes and --process_id, starts JAX\'s distributed runtime.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.')
+flags.DEFINE_bool('allow_config_changes', False, 'Resume a run with config values that change '
+                  'what it trains (seed, loss, tilt, steps, ...); without it such a resume is '
+                  'refused, naming the fields. Each accepted config is kept in '
+                  'WORKDIR/config_history/<step>.json.')
 flags.DEFINE_bool('distributed', False, 'Multi-host: start JAX\'s distributed runtime from the '
                   'cluster environment (SLURM, Open MPI, ...) instead of the three flags above.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -58,7 +62,11 @@ def main(argv):
   logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             allow_config_changes=FLAGS.allow_config_changes)
+  except train.Interrupted as e:
+    logging.warning('%s', e)
+    raise SystemExit(128 + e.signum) from e  # as a process killed by the signal reports
   except (ValueError, OSError, FloatingPointError) as e:
     logging.error('%s', e)
     raise SystemExit(f'Error: {e}') from e

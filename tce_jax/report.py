@@ -25,6 +25,7 @@ from absl import logging
 import numpy as np
 
 from tce_jax import fairness
+from tce_jax import records
 
 FLAGS = flags.FLAGS
 
@@ -272,8 +273,7 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'report.md'), 'w') as f:
     f.write(markdown(report))
-  with open(os.path.join(out, 'report.json'), 'w') as f:
-    json.dump(report, f, indent=1)
+  records.write_json(os.path.join(out, 'report.json'), report)
   write_csv(report, os.path.join(out, 'report.csv'))
   plot_bars(report, out)
   if qualitative_images:

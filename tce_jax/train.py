@@ -9,10 +9,13 @@ semantics) maps it over a 1-D mesh of all devices of all processes inside `jax.j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -34,8 +37,8 @@ from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import losses
 from tce_jax import models
-from tce_jax import records
 from tce_jax import sampling
+from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
@@ -309,32 +312,131 @@ def model_variables(state: TrainState) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval."""
-  experiment = build_experiment(config)
+class Interrupted(Exception):
+  """Training stopped on SIGTERM / SIGINT after saving a checkpoint of the step reached."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step = signum, step
+    super().__init__(f'Stopped by {signal.Signals(signum).name} after step {step}; its '
+                     f'checkpoint is saved in {workdir}/checkpoints. Run the same command '
+                     'again to resume.')
+
+
+class _StopSignals:
+  """Turns SIGTERM (what schedulers send before a kill) and SIGINT into a request to stop
+  after the current step; a second SIGINT interrupts at once. Only in the main thread (the
+  only one that receives signals) of a single-process run: with several processes, JAX's
+  distributed runtime receives the preemption notice and all processes agree on the step
+  (`multihost_utils.reached_preemption_sync_point`)."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # asked twice: stop now
+    self.signum = signum
+    logging.warning('Received %s: finishing the current step, then saving a checkpoint.',
+                    signal.Signals(signum).name)
+
+  def requested(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      try:
+        if multihost_utils.reached_preemption_sync_point(step):
+          self.signum = signal.SIGTERM
+      except RuntimeError:  # no preemption service in this distributed runtime
+        pass
+    return self.signum is not None
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    return False
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_changes: bool = False) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval.
+
+  One process at a time per workdir (a lock). A resume compares `config` with the run's
+  saved one and refuses changes that alter the run unless `allow_config_changes`. SIGTERM /
+  SIGINT save a checkpoint of the step reached and raise `Interrupted`.
+  """
+  config_validation.validate_config(config, jax.device_count(), jax.process_count())
   workdir = os.path.abspath(workdir)
-  _check_writable(workdir)
-  class_names = experiment.spec.class_names
+  workdir_lib.check_writable(workdir)
+  holds_lock = jax.process_index() == 0  # the processes of one run share process 0's lock
+  with workdir_lib.lock(workdir) if holds_lock else contextlib.nullcontext():
+    return _train_and_evaluate(build_experiment(config), workdir, allow_config_changes)
+
+
+def _train_and_evaluate(experiment: Experiment, workdir: str,
+                        allow_config_changes: bool) -> dict:
+  config, class_names = experiment.config, experiment.spec.class_names
+  lead = jax.process_index() == 0  # writes the records
   state = experiment.initial_state()
   checkpoints = checkpoints_lib.manager(workdir, max_to_keep=config.train.keep_checkpoints,
                                         create=True)
-  if checkpoints.latest_step() is not None:
-    state = checkpoints_lib.restore(checkpoints, checkpoints.latest_step(), state)
-    logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+  writer = class_writer = None
+  try:
+    restored = checkpoints_lib.restore_latest(checkpoints, state)
+    if restored is not None:
+      state = restored
+      logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+    start_step, num_steps = int(state.step), config.train.num_steps
+    if lead:  # what `evaluate` and `report` read back; refuses a drifted config
+      workdir_lib.record_config(workdir, config, start_step,
+                                allow_changes=allow_config_changes)
+      if start_step > 0:
+        workdir_lib.drop_events_after(workdir, start_step)
+    evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,
+                                        experiment.mesh)
+    writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+    # Per-class scalars go to TensorBoard only (they would flood the log).
+    class_writer = metric_writers.SummaryWriter(workdir) if lead else metric_writers.MultiWriter(
+        [])
+    if start_step >= num_steps:  # nothing to train: the record of the state's own step
+      return _final_record(evaluator, state, workdir, writer, class_writer)
+    if start_step == 0:
+      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                            for k, v in traverse_util.flatten_dict(config.to_dict(),
+                                                                   sep='.').items()})
+    return _train_loop(experiment, state, checkpoints, evaluator, writer, class_writer,
+                       workdir)
+  finally:
+    checkpoints_lib.saving(checkpoints, int(checkpoints.latest_step() or 0),
+                           checkpoints.wait_until_finished)
+    checkpoints.close()
+    for w in (writer, class_writer):
+      if w is not None:
+        w.close()
+
+
+def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writer) -> dict:
+  """The evaluation of a finished run's state: its record if written, else a new one."""
+  step = int(state.step)
+  path = os.path.join(workdir, 'eval', f'{step}.json')
+  if os.path.exists(path):
+    logging.info('The run is complete at step %d; its evaluation is %s.', step, path)
+    with open(path) as f:
+      return json.load(f)
+  return evaluator.write(model_variables(state), step, workdir, writer, class_writer)
+
+
+def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluator, writer,
+                class_writer, workdir: str) -> dict:
+  """The steps from the state's to config.train.num_steps, with logging, checkpoints (saved
+  before each evaluation, so a failing evaluation loses nothing) and evaluations."""
+  config, class_names = experiment.config, experiment.spec.class_names
   start_step, num_steps = int(state.step), config.train.num_steps
-  evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,
-                                      experiment.mesh)
-  writer = metric_writers.create_default_writer(workdir,
-                                                just_logging=jax.process_index() > 0)
-  # Per-class scalars go to TensorBoard only (they would flood the log).
-  class_writer = (metric_writers.SummaryWriter(workdir) if jax.process_index() == 0
-                  else metric_writers.MultiWriter([]))
-  if start_step == 0:
-    writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in
-                          traverse_util.flatten_dict(config.to_dict(), sep='.').items()})
-  if jax.process_index() == 0:  # what `evaluate` and `report` read back
-    records.write_json(os.path.join(workdir, 'config.json'),
-                       json.loads(config.to_json_best_effort()))
   report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                                     every_steps=config.train.log_every)
   learning_rate = create_learning_rate_fn(config)
@@ -355,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f'step {checkpoints.latest_step()}) hold only finite parameters; lower the learning '
           'rate, or use --config.train.nonfinite=skip to skip such steps.')
 
-  try:
+  with _StopSignals() as stop:
     for done, state, metrics in training_steps(experiment, state):
       window.append(metrics)
       unchecked.append((done, metrics['finite']))
@@ -374,31 +476,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                      class_names)
         if sampler_scalars:
           class_writer.write_scalars(done, sampler_scalars)
+      stopping = stop.requested(done)
+      if done % config.train.checkpoint_every == 0 or done == num_steps or stopping:
+        check_finite()
+        checkpoints_lib.save(checkpoints, done, state)
+      if stopping:
+        checkpoints_lib.saving(checkpoints, done, checkpoints.wait_until_finished)
+        writer.flush()
+        logging.warning('Saved the checkpoint of step %d in %s; stopping (%s).', done,
+                        checkpoints.directory, signal.Signals(stop.signum).name)
+        raise Interrupted(stop.signum, done, workdir)
       if done % config.train.eval_every == 0 or done == num_steps:
         check_finite()
         record = evaluator.write(model_variables(state), done, workdir, writer, class_writer)
-      if done % config.train.checkpoint_every == 0 or done == num_steps:
-        check_finite()
-        checkpoints_lib.save(checkpoints, done, state)
-    if record is None and start_step >= num_steps:  # already finished: evaluate once more
-      record = evaluator.write(model_variables(state), num_steps, workdir, writer,
-                               class_writer)
-  finally:
-    checkpoints_lib.saving(checkpoints, num_steps, checkpoints.wait_until_finished)
-    checkpoints.close()
-    writer.close()
-    class_writer.close()
   return record
-
-
-def _check_writable(workdir: str):
-  """Fails early, with the path, when the workdir cannot be created or written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f'The workdir {workdir} is not writable: {e}') from e
-

@@ -16,7 +16,7 @@ K = 5
 IGNORE = 255
 
 
-# ---- float64 references, one pixel / image / class at a time, straight from PAPER.md ----
+# ---- float64 references, one pixel / image / class at a time, straight from docs/method.md ----
 
 def ref_pixel_ce(logits, labels):
   logits = np.asarray(logits, np.float64)

@@ -63,8 +63,8 @@ class Ade20kSceneParsing(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'From ADEChallengeData2016.zip.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f'Download {ARCHIVE} (http://sceneparsing.csail.mit.edu, "Data" section, about 923 MB) '
-      'and place it in manual_dir.')
+      f'Download {ARCHIVE} (from the website of the MIT Scene Parsing benchmark, "Data" '
+      'section, about 923 MB) and place it in manual_dir.')
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -76,7 +76,6 @@ class Ade20kSceneParsing(tfds.core.GeneratorBasedBuilder):
                                                       encoding_format='png'),
             'image_id': tfds.features.Text(),
         }),
-        homepage='http://sceneparsing.csail.mit.edu',
     )
 
   def _split_generators(self, dl_manager):

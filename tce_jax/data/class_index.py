@@ -65,21 +65,51 @@ def cache_path(source: SegmentationSource) -> str:
   return os.path.join(source.cache_dir, f'class_index_{source.split}.npz')
 
 
+def _read_cache(path: str, source: SegmentationSource) -> ClassIndex | None:
+  """The cached index when it is readable and matches `source`; None (with a warning saying
+  why) when it is stale or damaged."""
+  try:
+    with np.load(path, allow_pickle=False) as cached:
+      fingerprint, presence = str(cached['fingerprint']), cached['presence']
+      pixel_counts = cached['pixel_counts']
+  except Exception as e:  # pylint: disable=broad-except  (BadZipFile, EOFError, KeyError, ...)
+    # numpy answers a file that is no .npz archive with advice to unpickle it: never that.
+    reason = 'not an .npz archive' if 'pickle' in str(e) else f'{type(e).__name__}: {e}'
+    logging.warning('Class index cache %s is unreadable (%s): rebuilding it.', path, reason)
+    return None
+  if fingerprint != source.fingerprint or presence.shape != (len(source), source.num_classes) \
+      or pixel_counts.shape != (source.num_classes,):
+    logging.info('Class index cache %s is stale: rebuilding it.', path)
+    return None
+  return ClassIndex(presence, pixel_counts)
+
+
+def _file_mode(directory: str) -> int:
+  """The permissions of the dataset's other files (so that every user of a shared data_dir
+  can read the cache), or the umask's default."""
+  for name in ('dataset_info.json', 'features.json'):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      return os.stat(path).st_mode & 0o777
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 def load_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:
-  """The class index of `source`, from its cache when the cache matches the source."""
+  """The class index of `source`, from its cache when the cache matches the source; a stale,
+  truncated or garbage cache is rebuilt."""
   path = cache_path(source)
   if os.path.exists(path):
-    with np.load(path) as cached:
-      if str(cached['fingerprint']) == source.fingerprint and cached['presence'].shape == (
-          len(source), source.num_classes):
-        return ClassIndex(cached['presence'], cached['pixel_counts'])
-    logging.info('Class index cache %s is stale: rebuilding it.', path)
+    index = _read_cache(path, source)
+    if index is not None:
+      return index
   index = compute_class_index(source, progress=progress)
   # Written to a temporary file, then renamed: a crash never leaves a half-written cache.
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
   with os.fdopen(fd, 'wb') as f:
     np.savez(f, presence=index.presence, pixel_counts=index.pixel_counts,
              fingerprint=np.array(source.fingerprint))
+  os.chmod(tmp, _file_mode(os.path.dirname(path)))
   os.replace(tmp, path)
   return index
-

@@ -14,7 +14,6 @@ from typing import Sequence
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from tce_jax.data.classes import class_tag

@@ -1,0 +1,305 @@
+"""Runs that survive preemption, drift and corruption: one test per defect found by probing
+(re-runs, a second process, SIGTERM, config drift, damaged checkpoints, a failing
+evaluation, a damaged class-index cache, NaN in records, half-prepared datasets, long
+workdirs, TensorBoard after a resume). See docs/reliability.md."""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tce_jax import evaluation
+from tce_jax import evaluator as evaluator_lib
+from tce_jax import records
+from tce_jax import train
+from tce_jax import workdir as workdir_lib
+from tce_jax.data import class_index as class_index_lib
+from tce_jax.data import datasets
+
+from conftest import ROOT, subprocess_env
+from test_reliability import final_params, kill_test_command
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def finished_run(tiny_dataset_config, tmp_path_factory):
+  """A finished 4-step run (evaluations at 2 and 4, checkpoints at 2 and 4)."""
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tiny_dataset_config, {'train.eval_every': 2})
+  workdir = tmp_path_factory.mktemp('finished')
+  train.train_and_evaluate(config, str(workdir))
+  return config, workdir
+
+
+def _copy_run(workdir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  target = tmp_path / 'run'
+  shutil.copytree(workdir, target)
+  return target
+
+
+# 1. A re-run of a finished run never writes a record of one step under another.
+def test_rerun_of_a_finished_run_keeps_its_records(finished_run, tmp_path):
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  before = {p: _read(p) for p in glob.glob(str(workdir / 'eval' / '*.json'))}
+  again = train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
+  assert again['step'] == 4 and again == before[str(workdir / 'eval' / '4.json')]
+  shorter = config.copy_and_resolve_references()
+  shorter.train.num_steps = 2
+  record = train.train_and_evaluate(shorter, str(workdir), allow_config_changes=True)
+  assert record['step'] == 4  # the state's own step, not num_steps
+  after = {p: _read(p) for p in glob.glob(str(workdir / 'eval' / '*.json'))}
+  assert after == before
+
+
+# 4. Config drift on resume is refused, naming the fields; harmless changes are recorded.
+@pytest.mark.parametrize('field,value', [('tce.t', 1.0), ('loss.name', 'tce_class'),
+                                         ('seed', 1), ('train.batch_size', 8),
+                                         ('train.num_steps', 8)])
+def test_resume_refuses_a_config_that_changes_the_run(finished_run, tmp_path, field, value):
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  saved = (workdir / 'config.json').read_text()
+  changed = config.copy_and_resolve_references()
+  changed.update_from_flattened_dict({field: value})
+  old = changed.copy_and_resolve_references()
+  old.update_from_flattened_dict({field: config_value(config, field)})
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=rf'config\.{field}: {config_value(config, field)!r} -> {value!r}'):
+    train.train_and_evaluate(changed, str(workdir))
+  assert (workdir / 'config.json').read_text() == saved
+  assert not os.path.exists(workdir / '.lock')
+
+
+def config_value(config, field):
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+def test_resume_with_an_override_keeps_the_config_history(finished_run, tmp_path):
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  longer = config.copy_and_resolve_references()
+  longer.train.num_steps = 6
+  longer.train.log_every = 3  # harmless
+  record = train.train_and_evaluate(longer, str(workdir), allow_config_changes=True)
+  assert record['step'] == 6
+  history = sorted(os.listdir(workdir / 'config_history'))
+  assert history == ['0.json', '4.json']
+  assert _read(workdir / 'config_history' / '0.json')['train']['num_steps'] == 4
+  assert _read(workdir / 'config_history' / '4.json')['train']['num_steps'] == 6
+  assert _read(workdir / 'config.json')['train']['num_steps'] == 6
+  harmless = longer.copy_and_resolve_references()
+  harmless.train.eval_every = 3
+  train.train_and_evaluate(harmless, str(workdir))  # no override needed
+  assert _read(workdir / 'config.json')['train']['eval_every'] == 3
+
+
+# 5. A damaged latest checkpoint: fall back to the previous one, keep the damaged one aside.
+@pytest.mark.parametrize('damage', ['truncate', 'delete', 'metadata'])
+def test_damaged_latest_checkpoint_falls_back(finished_run, tmp_path, damage, caplog):
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  _, expected = final_params(workdir)
+  step4 = workdir / 'checkpoints' / '4'
+  if damage == 'metadata':
+    (step4 / 'default' / '_METADATA').write_text('garbage{')
+  else:
+    data = sorted(glob.glob(str(step4 / 'default' / 'ocdbt.process_0' / 'd' / '*')),
+                  key=os.path.getsize)[-1]
+    if damage == 'truncate':
+      with open(data, 'r+b') as f:
+        f.truncate(os.path.getsize(data) // 2)
+    else:
+      os.remove(data)
+  train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
+  assert 'checkpoint of step 4' in caplog.text and 'cannot be read' in caplog.text
+  assert glob.glob(str(workdir / 'checkpoints' / 'corrupt-4-*'))
+  step, params = final_params(workdir)  # retrained from step 2: the same parameters
+  assert step == 4
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+
+
+# 6. A failing evaluation loses no checkpoint.
+def test_failing_evaluation_keeps_the_checkpoint(make_tiny_config, tmp_path, monkeypatch):
+  def broken(*args, **kwargs):
+    raise datasets.DataError('Cannot read dataset synthetic, split validation, record 3')
+
+  monkeypatch.setattr(evaluator_lib.Evaluator, 'write', broken)
+  with pytest.raises(datasets.DataError, match='record 3'):
+    train.train_and_evaluate(make_tiny_config({'train.num_steps': 2, 'train.eval_every': 2}),
+                             str(tmp_path))
+  with ocp.CheckpointManager(os.path.join(tmp_path, 'checkpoints')) as manager:
+    assert manager.latest_step() == 2
+
+
+# 7. The class-index cache heals itself and is readable by the dataset's other users.
+class _Records:
+  def __len__(self):
+    return 4
+
+  def __getitem__(self, i):
+    return {'image': np.zeros((4, 4, 3), np.uint8),
+            'segmentation_label': np.full((4, 4, 1), i % 3, np.uint8)}
+
+
+@pytest.mark.parametrize('damage', [b'garbage' * 10, b'', 'truncated', 'key-missing'])
+def test_damaged_class_index_cache_is_rebuilt(tmp_path, damage, caplog):
+  (tmp_path / 'dataset_info.json').write_text('{}')
+  os.chmod(tmp_path / 'dataset_info.json', 0o644)
+  source = datasets.SegmentationSource(_Records(), name='toy', split='train', num_classes=3,
+                                       cache_dir=str(tmp_path), fingerprint='toy/train/4')
+  expected = class_index_lib.load_class_index(source, progress=False)
+  path = class_index_lib.cache_path(source)
+  assert os.stat(path).st_mode & 0o777 == 0o644
+  if damage == 'truncated':
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 2])
+  elif damage == 'key-missing':
+    np.savez(open(path, 'wb'), presence=expected.presence)
+  else:
+    open(path, 'wb').write(damage)
+  index = class_index_lib.load_class_index(source, progress=False)
+  np.testing.assert_array_equal(index.presence, expected.presence)
+  np.testing.assert_array_equal(index.pixel_counts, expected.pixel_counts)
+  assert 'rebuilding' in caplog.text and 'allow_pickle' not in caplog.text
+  class_index_lib.load_class_index(source, progress=False)  # now from the rebuilt cache
+
+
+# 8. Records are strict JSON: no NaN.
+def test_records_are_strict_json(tmp_path):
+  record = evaluation.summarize(np.zeros((3, 3), np.int64), ['a', 'b', 'c'], step=1)
+  records.write_json(str(tmp_path / 'r.json'), record)
+  text = (tmp_path / 'r.json').read_text()
+
+  def reject(constant):
+    raise ValueError(constant)
+
+  parsed = json.loads(text, parse_constant=reject)
+  assert parsed['miou'] is None and parsed['pixel_accuracy'] is None
+
+
+# 9. Early and clear errors: a half-prepared dataset, a workdir too long for checkpoints.
+def test_half_prepared_synthetic_dataset_is_generated_again(make_tiny_config, tmp_path, caplog):
+  config = make_tiny_config({'dataset.data_dir': str(tmp_path / 'tfds')})
+  first = datasets.load_source(config, 'train')
+  info = glob.glob(str(tmp_path / 'tfds' / '**' / 'dataset_info.json'), recursive=True)
+  assert len(info) == 1
+  os.remove(info[0])
+  again = datasets.load_source(config, 'train')
+  assert len(again) == len(first) and 'generating it again' in caplog.text
+  np.testing.assert_array_equal(again[0]['label'], first[0]['label'])
+
+
+def test_half_prepared_real_dataset_says_how_to_prepare(make_tiny_config, tmp_path):
+  config = make_tiny_config({'dataset.name': 'ade20k', 'dataset.data_dir': str(tmp_path)})
+  builder = datasets.DATASETS['ade20k'].make_builder(config)
+  os.makedirs(builder.data_dir)  # a folder without its dataset_info.json
+  with pytest.raises(FileNotFoundError, match='incompletely prepared.*tce_jax.prepare'):
+    datasets.load_source(config, 'train')
+
+
+def test_workdir_too_long_for_a_checkpoint_fails_at_start(make_tiny_config, tmp_path):
+  deep = tmp_path / '/'.join(['d' * 200] * 19)  # ~3,900 characters
+  with pytest.raises(workdir_lib.WorkdirError, match='shorter --workdir'):
+    train.train_and_evaluate(make_tiny_config(), str(deep))
+
+
+# 2. One process per workdir; a dead holder's lock is taken over.
+def test_lock_of_a_live_holder_refuses_and_of_a_dead_one_is_taken_over(make_tiny_config,
+                                                                       tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  lock = workdir / workdir_lib.LOCK
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    lock.write_text(json.dumps({'host': socket.gethostname(), 'pid': holder.pid,
+                                'since': time.time()}))
+    start = time.time()
+    with pytest.raises(workdir_lib.WorkdirError, match=f'in use by process {holder.pid}'):
+      train.train_and_evaluate(make_tiny_config({'train.num_steps': 2}), str(workdir))
+    assert time.time() - start < 60 and lock.exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  train.train_and_evaluate(make_tiny_config({'train.num_steps': 2}), str(workdir))
+  assert not lock.exists()  # released at the end
+
+
+# 3 (+2, 4, 10 across processes). SIGTERM: save, exit 143, resume bit-identically.
+def test_sigterm_saves_and_resumes_bit_identically(tmp_path):
+  env = subprocess_env()
+  data_dir = tmp_path / 'tfds'
+  straight = subprocess.run(kill_test_command(tmp_path / 'straight', data_dir), cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert straight.returncode == 0, straight.stderr[-2000:]
+
+  run = tmp_path / 'stopped'
+  log = open(tmp_path / 'stopped.log', 'w')
+  process = subprocess.Popen(kill_test_command(run, data_dir), cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while not (run / 'checkpoints' / '8').exists():
+    assert process.poll() is None and time.time() < deadline, 'run ended before the signal'
+    time.sleep(0.01)
+  # A second process on the live workdir fails at once, naming the holder (the first one is
+  # paused meanwhile, so that it is still mid-run for the SIGTERM that follows).
+  process.send_signal(signal.SIGSTOP)
+  second = subprocess.run(kill_test_command(run, data_dir), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+  process.send_signal(signal.SIGCONT)
+  assert second.returncode != 0 and f'in use by process {process.pid}' in second.stderr
+  assert 'Traceback' not in second.stderr
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 128 + signal.SIGTERM
+  log.close()
+  output = (tmp_path / 'stopped.log').read_text()
+  saved = [int(p) for p in os.listdir(run / 'checkpoints') if p.isdigit()]
+  assert f'Saved the checkpoint of step {max(saved)}' in output and max(saved) < 40
+  assert not (run / workdir_lib.LOCK).exists()
+
+  drifted = subprocess.run(kill_test_command(run, data_dir) + ['--config.seed=3'], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert drifted.returncode != 0 and 'config.seed: 0 -> 3' in drifted.stderr
+  assert 'Event loop is closed' not in drifted.stderr and 'Traceback' not in drifted.stderr
+
+  resumed = subprocess.run(kill_test_command(run, data_dir), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f'Resumed from the checkpoint of step {max(saved)}' in resumed.stderr
+  (step_a, a), (step_b, b) = final_params(tmp_path / 'straight'), final_params(run)
+  assert step_a == step_b == 40
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert_no_duplicate_tensorboard_points(run)
+
+
+def assert_no_duplicate_tensorboard_points(workdir):
+  """10. After a resume, each (tag, step) appears once in the run's TensorBoard events."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  seen = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      event = event_pb2.Event.FromString(raw)
+      for value in event.summary.value:
+        key = (value.tag, event.step)
+        seen[key] = seen.get(key, 0) + 1
+  assert seen and max(seen.values()) == 1, [k for k, v in seen.items() if v > 1][:5]

@@ -46,3 +46,12 @@ def command_line_flags(**replace: Any) -> list[str]:
       raise KeyError(f'{field} is not a field of the tiny profile')
     values[field] = value
   return [f'--config.{field}={value}' for field, value in values.items()]
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The default config with the tiny profile: `--config=configs/tiny.py` is a smoke run of
+  a few seconds (add `--config.train.num_steps=4`)."""
+  from tce_jax.configs import default  # pylint: disable=g-import-not-at-top
+  config = apply(default.get_config())
+  config.name = 'tiny'
+  return config

@@ -7,7 +7,6 @@ sampler nor the training data. Both go through `restore`, with the same error me
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable

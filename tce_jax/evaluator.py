@@ -91,20 +91,15 @@ class Evaluator:
   def __call__(self, variables: Variables) -> np.ndarray:
     """The int64 confusion matrix [K, K] of the whole split."""
     sharding = NamedSharding(self.mesh, P(AXIS))
-    k = len(self.class_names)
-    confusion = np.zeros((k, k), np.int64)
-    pending = None  # the previous batch's matrix: fetched while the next batch runs
+    per_batch = []  # int32 [K, K] each, kept on the device until the end (no sync per batch)
     for batch in pipeline.prefetch_iterator(pipeline.eval_batches(
         self.source, self.batch_size, process_index=jax.process_index(),
         process_count=jax.process_count(), size=self.config.input.eval_size)):
       batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-      cm = self._step(variables, batch)
-      if pending is not None:
-        confusion += np.asarray(jax.device_get(pending), np.int64)
-      pending = cm
-    if pending is not None:
-      confusion += np.asarray(jax.device_get(pending), np.int64)
-    return confusion
+      per_batch.append(self._step(variables, batch))
+    k = len(self.class_names)
+    return sum((np.asarray(cm, np.int64) for cm in jax.device_get(per_batch)),
+               np.zeros((k, k), np.int64))
 
   def write(self, variables: Variables, step: int, workdir: str, writer,
             class_writer) -> dict:

@@ -124,13 +124,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
                                     images, train=True, rngs={'dropout': dropout_key},
                                     mutable=['batch_stats'])
     logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-    main_loss = loss_fn(logits, labels, state.step, axis_name)
-    loss = main_loss
+    loss = loss_fn(logits, labels, state.step, axis_name)
     if aux_logits is not None:  # UPerNet's auxiliary head
       loss = loss + config.model.aux_weight * loss_fn(aux_logits, labels, state.step, axis_name)
-    return loss, (logits, new_vars, main_loss)
+    return loss, (logits, new_vars)
 
-  (loss, (logits, new_vars, main_loss)), grads = jax.value_and_grad(
+  (loss, (logits, new_vars)), grads = jax.value_and_grad(
       objective, has_aux=True)(state.params)
   grads = lax.pmean(grads, axis_name)
   grad_norm = optax.global_norm(grads)
@@ -147,7 +146,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
   opt_state = unless_nonfinite(opt_state, state.opt_state)
   batch_stats = unless_nonfinite(new_vars['batch_stats'], state.batch_stats)
   nonfinite_steps = state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
-  del main_loss
   logits = lax.stop_gradient(logits)
   mcce = losses.cross_entropy(logits, labels, axis_name=axis_name)  # logged whatever the loss
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) & (labels != losses.IGNORE_INDEX))
@@ -401,8 +399,8 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
                                         experiment.mesh)
     writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
     # Per-class scalars go to TensorBoard only (they would flood the log).
-    class_writer = metric_writers.SummaryWriter(workdir) if lead else metric_writers.MultiWriter(
-        [])
+    class_writer = (metric_writers.SummaryWriter(workdir) if lead
+                    else metric_writers.MultiWriter([]))
     if start_step >= num_steps:  # nothing to train: the record of the state's own step
       return _final_record(evaluator, state, workdir, writer, class_writer)
     if start_step == 0:

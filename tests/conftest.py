@@ -60,3 +60,26 @@ def main_command(config_file, workdir, data_dir, *extra, crop=(32, 32)) -> list[
 def subprocess_env(devices: int = 2) -> dict[str, str]:
   return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+
+
+def kill_test_command(workdir, data_dir) -> list[str]:
+  """The 40-step Stochastic TCE run of the signal tests (SIGKILL, SIGTERM): a checkpoint every
+  4 steps, all kept."""
+  return main_command('configs/synthetic_tce.py', workdir, data_dir,
+                      '--config.model.width=16',
+                      '--config.train.num_steps=40', '--config.train.log_every=4',
+                      '--config.train.eval_every=40', '--config.train.checkpoint_every=4',
+                      '--config.train.keep_checkpoints=20', crop=(64, 64))
+
+
+@pytest.fixture(scope='session')
+def straight_run(tmp_path_factory):
+  """(workdir, data_dir) of `kill_test_command` run uninterrupted: the reference that the
+  interrupted and resumed runs of the signal tests must equal bit for bit."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('straight')
+  workdir, data_dir = root / 'run', root / 'tfds'
+  result = subprocess.run(kill_test_command(workdir, data_dir), cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return workdir, data_dir

@@ -19,7 +19,7 @@ from tce_jax import train
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
 
-from conftest import main_command, ROOT, subprocess_env
+from conftest import kill_test_command, ROOT, subprocess_env
 
 
 def final_params(workdir):
@@ -27,23 +27,11 @@ def final_params(workdir):
     return manager.latest_step(), manager.restore(manager.latest_step())['params']
 
 
-def kill_test_command(workdir, data_dir):
-  return main_command('configs/synthetic_tce.py', workdir, data_dir,
-                      '--config.model.width=16',
-                      '--config.train.num_steps=40', '--config.train.log_every=4',
-                      '--config.train.eval_every=40', '--config.train.checkpoint_every=4',
-                      '--config.train.keep_checkpoints=20', crop=(64, 64))
-
-
-def test_sigkill_and_restart_reaches_the_same_parameters(tmp_path):
+def test_sigkill_and_restart_reaches_the_same_parameters(tmp_path, straight_run):
   """A real SIGKILL mid-run, plus a checkpoint left half-written; the restarted command
   resumes from the last complete checkpoint and ends bit-identical to an uninterrupted run."""
   env = subprocess_env()
-  data_dir = tmp_path / 'tfds'
-  straight = subprocess.run(kill_test_command(tmp_path / 'straight', data_dir), cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
-  assert straight.returncode == 0, straight.stderr[-2000:]
-
+  straight_dir, data_dir = straight_run
   killed_dir = tmp_path / 'killed'
   process = subprocess.Popen(kill_test_command(killed_dir, data_dir), cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -64,7 +52,7 @@ def test_sigkill_and_restart_reaches_the_same_parameters(tmp_path):
                            capture_output=True, text=True, timeout=600, check=False)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert 'Resumed from the checkpoint of step' in resumed.stderr
-  (step_a, a), (step_b, b) = final_params(tmp_path / 'straight'), final_params(killed_dir)
+  (step_a, a), (step_b, b) = final_params(straight_dir), final_params(killed_dir)
   assert step_a == step_b == 40
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)

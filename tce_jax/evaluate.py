@@ -24,10 +24,11 @@ from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import models
 from tce_jax import train
-from tce_jax.configs import default
+from tce_jax import workdir as workdir_lib
 from tce_jax.data import datasets
 
 FLAGS = flags.FLAGS
+load_run_config = workdir_lib.load_run_config  # the config a run was trained with
 
 
 def _define_flags():
@@ -40,30 +41,6 @@ def _define_flags():
   flags.DEFINE_bool('flip', None, 'Override config.eval.flip.')
   flags.DEFINE_string('data_dir', None, 'Override config.dataset.data_dir.')
   flags.mark_flags_as_required(['workdir'])
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (RUN/config.json, written at its start)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training run '
-                            'directory (python -m tce_jax.main writes it)')
-  with open(path) as f:
-    saved = json.load(f)
-  config = default.get_config()  # fields added since the run was made keep their defaults
-  _merge(config, saved, 'config')
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict, where: str):
-  for key, value in saved.items():
-    if key not in config:
-      logging.warning('%s.%s of the saved config is unknown to this version; ignored.', where,
-                      key)
-    elif isinstance(value, dict):
-      _merge(config[key], value, f'{where}.{key}')
-    else:
-      config[key] = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
@@ -86,7 +63,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = 
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'No checkpoint in {directory}')
   with checkpoints.manager(workdir) as manager:
-    step = max(manager.all_steps(), default=None) if step is None else step
+    step = manager.latest_step() if step is None else step  # None: restore says none exists
     variables = checkpoints.restore(manager, step, target, partial=True)
   return variables, step
 
@@ -94,7 +71,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = 
 def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = None,
                  overrides: dict | None = None) -> dict:
   """Evaluates a checkpoint of the run in `workdir`; returns the written record."""
-  config = load_run_config(workdir)
+  config = workdir_lib.load_run_config(workdir)
   config.update_from_flattened_dict(overrides or {})
   mesh = train.make_mesh()
   variables, step = restore(config, workdir, step, mesh)

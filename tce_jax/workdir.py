@@ -24,6 +24,7 @@ from flax import traverse_util
 import ml_collections
 
 from tce_jax import records
+from tce_jax.configs import default
 
 LOCK = '.lock'
 HEARTBEAT_S = 30.0  # the holder touches the lock this often
@@ -148,6 +149,31 @@ def lock(workdir: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 # The configs of a run.
 
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config in effect for the run in `workdir` (its config.json) on top of this
+  version's defaults: fields added since the run was made keep their default values."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training run '
+                            'directory (python -m tce_jax.main writes it)')
+  with open(path) as f:
+    saved = json.load(f)
+  config = default.get_config()
+  _merge(config, saved, 'config')
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict, where: str):
+  for key, value in saved.items():
+    if key not in config:
+      logging.warning('%s.%s of the saved config is unknown to this version; ignored.', where,
+                      key)
+    elif isinstance(value, dict):
+      _merge(config[key], value, f'{where}.{key}')
+    else:
+      config[key] = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
+
+
 def config_dict(config: ml_collections.ConfigDict) -> dict:
   """The config as plain JSON data (what config.json holds)."""
   return json.loads(config.to_json_best_effort())
@@ -158,9 +184,10 @@ def _flat(tree: dict) -> dict[str, Any]:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
-def config_changes(saved: dict, config: ml_collections.ConfigDict) -> dict[str, tuple]:
+def config_changes(saved: ml_collections.ConfigDict,
+                   config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """'field' -> (saved value, new value) for each field whose value differs."""
-  old, new = _flat(saved), _flat(config_dict(config))
+  old, new = _flat(config_dict(saved)), _flat(config_dict(config))
   return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
           if old.get(k) != new.get(k)}
 
@@ -191,9 +218,7 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
     records.write_json(path, current)
     records.write_json(os.path.join(history, f'{step}.json'), current)
     return
-  with open(path) as f:
-    saved = json.load(f)
-  changes = config_changes(saved, config)
+  changes = config_changes(load_run_config(workdir), config)
   if not changes:
     return
   refused = harmful(changes)

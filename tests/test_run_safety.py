@@ -6,6 +6,7 @@ workdirs, TensorBoard after a resume). See docs/reliability.md."""
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,8 +26,8 @@ from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 
-from conftest import ROOT, subprocess_env
-from test_reliability import final_params, kill_test_command
+from conftest import kill_test_command, ROOT, subprocess_env
+from test_reliability import final_params
 
 
 def _read(path):
@@ -45,7 +46,6 @@ def finished_run(tiny_dataset_config, tmp_path_factory):
 
 
 def _copy_run(workdir, tmp_path):
-  import shutil  # pylint: disable=g-import-not-at-top
   target = tmp_path / 'run'
   shutil.copytree(workdir, target)
   return target
@@ -76,13 +76,22 @@ def test_resume_refuses_a_config_that_changes_the_run(finished_run, tmp_path, fi
   saved = (workdir / 'config.json').read_text()
   changed = config.copy_and_resolve_references()
   changed.update_from_flattened_dict({field: value})
-  old = changed.copy_and_resolve_references()
-  old.update_from_flattened_dict({field: config_value(config, field)})
   with pytest.raises(workdir_lib.WorkdirError,
                      match=rf'config\.{field}: {config_value(config, field)!r} -> {value!r}'):
     train.train_and_evaluate(changed, str(workdir))
   assert (workdir / 'config.json').read_text() == saved
   assert not os.path.exists(workdir / '.lock')
+
+
+def test_fields_added_since_a_run_was_made_are_no_change(finished_run, tmp_path):
+  """A run made by an older version lacks newer fields: they count at their defaults."""
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  saved = _read(workdir / 'config.json')
+  del saved['tce']['t_warmup_steps']
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  record = train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
+  assert record['step'] == 4
 
 
 def config_value(config, field):
@@ -217,7 +226,7 @@ def test_half_prepared_real_dataset_says_how_to_prepare(make_tiny_config, tmp_pa
 
 
 def test_workdir_too_long_for_a_checkpoint_fails_at_start(make_tiny_config, tmp_path):
-  deep = tmp_path / '/'.join(['d' * 200] * 19)  # ~3,900 characters
+  deep = tmp_path / '/'.join(['d' * 199] * 20)  # ~4,050 characters: makedirs still works
   with pytest.raises(workdir_lib.WorkdirError, match='shorter --workdir'):
     train.train_and_evaluate(make_tiny_config(), str(deep))
 
@@ -244,13 +253,9 @@ def test_lock_of_a_live_holder_refuses_and_of_a_dead_one_is_taken_over(make_tiny
 
 
 # 3 (+2, 4, 10 across processes). SIGTERM: save, exit 143, resume bit-identically.
-def test_sigterm_saves_and_resumes_bit_identically(tmp_path):
+def test_sigterm_saves_and_resumes_bit_identically(tmp_path, straight_run):
   env = subprocess_env()
-  data_dir = tmp_path / 'tfds'
-  straight = subprocess.run(kill_test_command(tmp_path / 'straight', data_dir), cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
-  assert straight.returncode == 0, straight.stderr[-2000:]
-
+  straight_dir, data_dir = straight_run
   run = tmp_path / 'stopped'
   log = open(tmp_path / 'stopped.log', 'w')
   process = subprocess.Popen(kill_test_command(run, data_dir), cwd=ROOT, env=env,
@@ -284,7 +289,7 @@ def test_sigterm_saves_and_resumes_bit_identically(tmp_path):
                            capture_output=True, text=True, timeout=600, check=False)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'Resumed from the checkpoint of step {max(saved)}' in resumed.stderr
-  (step_a, a), (step_b, b) = final_params(tmp_path / 'straight'), final_params(run)
+  (step_a, a), (step_b, b) = final_params(straight_dir), final_params(run)
   assert step_a == step_b == 40
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)

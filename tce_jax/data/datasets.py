@@ -88,17 +88,20 @@ def get_builder(config: ml_collections.ConfigDict):
   """The dataset's tfds builder; generates a synthetic dataset on first use."""
   spec = get_spec(config)
   builder = spec.make_builder(config)
-  info_file = os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')
-  if builder.is_prepared() and not (os.path.exists(info_file) and builder.info.splits):
+  data_dir = os.fspath(builder.data_dir)
+  if not builder.is_prepared() and os.path.exists(data_dir):
+    # A folder without a valid dataset_info.json (an interrupted preparation): tfds would
+    # silently "reuse" it and list no split.
+    info_file = os.path.join(data_dir, 'dataset_info.json')
     if not spec.can_generate:
       raise FileNotFoundError(
-          f'Dataset {config.dataset.name!r} in {builder.data_dir} is incompletely prepared '
-          f'({info_file} is missing or lists no split). Remove that folder and prepare it '
-          f'again: python -m tce_jax.prepare --dataset={config.dataset.name} '
+          f'Dataset {config.dataset.name!r} in {data_dir} is incompletely prepared '
+          f'({info_file} is missing or invalid). Remove that folder and prepare it again: '
+          f'python -m tce_jax.prepare --dataset={config.dataset.name} '
           '--manual_dir=DIR_WITH_THE_ARCHIVES')
-    logging.warning('The generated dataset in %s is incomplete (%s is missing or lists no '
-                    'split): generating it again.', builder.data_dir, info_file)
-    shutil.rmtree(os.fspath(builder.data_dir))
+    logging.warning('The generated dataset in %s is incomplete (%s is missing or invalid): '
+                    'generating it again.', data_dir, info_file)
+    shutil.rmtree(data_dir)
     builder = spec.make_builder(config)
   if not builder.is_prepared():
     if not spec.can_generate:

@@ -72,6 +72,20 @@ def validate_model_config(config: ml_collections.ConfigDict) -> None:
     _positive(config, field)
   if not config.eval.scales or min(config.eval.scales) <= 0:
     _fail('eval.scales', tuple(config.eval.scales), 'must be positive factors')
+  _one_of(config, 'eval.mode', ('whole', 'slide'))
+  _one_of(config, 'eval.resolution', ('resized', 'original'))
+  if config.eval.mode == 'slide':
+    for field in ('window', 'stride'):
+      pair = config.eval[field]
+      if pair is None or len(pair) != 2 or min(pair) < 1:
+        _fail(f'eval.{field}', pair, 'sliding-window inference needs (height, width), '
+              'positive (e.g. --config.eval.window=769,769 --config.eval.stride=513,513)')
+    if any(s > w for s, w in zip(config.eval.stride, config.eval.window)):
+      _fail('eval.stride', tuple(config.eval.stride),
+            f'must not exceed the window {tuple(config.eval.window)} (pixels would be missed)')
+  sides = config.eval.canvas_sides
+  if sides is not None and (not sides or min(sides) < 1 or list(sides) != sorted(set(sides))):
+    _fail('eval.canvas_sides', tuple(sides), 'must be positive and increasing (or None)')
   if not 0 < config.eval.fairness_fraction <= 0.5:
     _fail('eval.fairness_fraction', config.eval.fairness_fraction, 'must be in (0, 0.5]')
 

@@ -39,6 +39,11 @@ def _define_flags():
   flags.DEFINE_integer('output_stride', None, 'Override config.model.eval_output_stride.')
   flags.DEFINE_list('scales', None, 'Override config.eval.scales, e.g. 0.75,1.0,1.25.')
   flags.DEFINE_bool('flip', None, 'Override config.eval.flip.')
+  flags.DEFINE_enum('mode', None, ['whole', 'slide'], 'Override config.eval.mode.')
+  flags.DEFINE_list('window', None, 'Override config.eval.window (slide), e.g. 769,769.')
+  flags.DEFINE_list('stride', None, 'Override config.eval.stride (slide), e.g. 513,513.')
+  flags.DEFINE_enum('resolution', None, ['resized', 'original'],
+                    'Override config.eval.resolution (the scored label size).')
   flags.DEFINE_string('data_dir', None, 'Override config.dataset.data_dir.')
   flags.mark_flags_as_required(['workdir'])
 
@@ -73,6 +78,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
   """Evaluates a checkpoint of the run in `workdir`; returns the written record."""
   config = workdir_lib.load_run_config(workdir)
   config.update_from_flattened_dict(overrides or {})
+  config_validation.validate_model_config(config)
   mesh = train.make_mesh()
   variables, step = restore(config, workdir, step, mesh)
   source = datasets.load_source(config, split or config.dataset.eval_split)
@@ -97,6 +103,13 @@ def main(argv):
     overrides['eval.scales'] = tuple(float(s) for s in FLAGS.scales)
   if FLAGS.flip is not None:
     overrides['eval.flip'] = FLAGS.flip
+  if FLAGS.mode is not None:
+    overrides['eval.mode'] = FLAGS.mode
+  for name in ('window', 'stride'):
+    if getattr(FLAGS, name) is not None:
+      overrides[f'eval.{name}'] = tuple(int(v) for v in getattr(FLAGS, name))
+  if FLAGS.resolution is not None:
+    overrides['eval.resolution'] = FLAGS.resolution
   if FLAGS.data_dir is not None:
     overrides['dataset.data_dir'] = FLAGS.data_dir
   try:
@@ -106,7 +119,7 @@ def main(argv):
     logging.error('%s', e)
     raise SystemExit(f'Error: {e}') from e
   print(json.dumps({k: record[k] for k in ('step', 'split', 'miou', 'pixel_accuracy',
-                                           'fairness')}, indent=1))
+                                           'fairness', 'protocol')}, indent=1))
 
 
 if __name__ == '__main__':

@@ -1,10 +1,18 @@
 """Evaluation of model variables on a split: inference, confusion matrix, records.
 
-`predict` is the inference (multi-scale and flip averaging of probabilities); `eval_step` the
-per-device confusion matrix of a global batch, run under `jax.shard_map`; `Evaluator` loops
-over a split and writes eval/<step>.json and TensorBoard scalars. It takes model variables
-({'params', 'batch_stats'}), not a training state, so evaluating a checkpoint needs only the
-model. The metrics themselves are pure functions in `tce_jax.evaluation`.
+Images of many sizes are evaluated on a few fixed canvases (`pipeline.eval_plan`): each image
+is padded to the canvas its own size selects, the padding is zero after normalisation and
+never scored, so evaluation compiles one program per canvas in use whatever the number of
+image sizes, and an image's prediction does not depend on the other images of its batch.
+
+`predict` is the inference on a batch of canvases (whole image or sliding windows; multi-scale
+and flip averaging of probabilities); `eval_step` the confusion matrix of a global batch at
+the input size, `score_step` at each image's original size (the predictions resized back with
+bilinear interpolation, as mmsegmentation scores ADE20k). Both run under `jax.shard_map` over
+the batch. `Evaluator` loops over a split and writes eval/<step>.json (with the protocol that
+made it) and TensorBoard scalars. It takes model variables ({'params', 'batch_stats'}), not a
+training state, so evaluating a checkpoint needs only the model. The metrics themselves are
+pure functions in `tce_jax.evaluation`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import time
 from typing import Any, Sequence
 
 from absl import logging
@@ -21,46 +30,201 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
+import tqdm
 
 from tce_jax import evaluation
 from tce_jax import models
 from tce_jax import records
+from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
 from tce_jax.data.classes import class_tag
 
 AXIS = 'batch'  # the mesh axis the batch is split over (as in training)
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+MODES = ('whole', 'slide')
+RESOLUTIONS = ('resized', 'original')
 
 
-def predict(model, variables: Variables, images: jax.Array, *, scales=(1.0,),
-            flip: bool = False) -> jax.Array:
-  """Class probabilities [B, H, W, K] for uint8 images, averaged over rescaled (and flipped)
-  inputs; each prediction is resized back to the input size before averaging."""
+# ---------------------------------------------------------------------------------------
+# Pure functions on canvases: an image occupies the top-left `size` of its canvas.
+
+def valid_mask(shape: Sequence[int], size: jax.Array) -> jax.Array:
+  """[H, W] bool: the pixels of a canvas of `shape` inside an image of `size` (h, w)."""
+  rows = jnp.arange(shape[0]) < size[0]
+  cols = jnp.arange(shape[1]) < size[1]
+  return rows[:, None] & cols[None, :]
+
+
+def resize_bilinear(x: jax.Array, shape: Sequence[int], size: jax.Array,
+                    new_size: jax.Array, offset: jax.Array | None = None) -> jax.Array:
+  """Bilinear resize of the top-left `size` (h, w) of x [H, W, C] to `new_size`, returned in
+  a canvas [*shape, C] (zero outside the image); the sizes may be traced, the shapes are
+  static. With `offset` (row, column) the canvas is the tile of the resized image that starts
+  there (a large image is resized one tile at a time).
+
+  The interpolation is torch's `F.interpolate(mode='bilinear', align_corners=False)` without
+  antialiasing, which mmsegmentation uses to resize logits: source coordinate
+  (i + 0.5) * in / out - 0.5, clamped at the image's own borders (never reading padding).
+  """
+  out = x.astype(jnp.float32)
+  for axis in (0, 1):
+    n_in = size[axis].astype(jnp.float32)
+    n_out = new_size[axis].astype(jnp.float32)
+    dst = jnp.arange(shape[axis], dtype=jnp.float32)
+    if offset is not None:
+      dst = dst + offset[axis].astype(jnp.float32)
+    src = jnp.maximum((dst + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), size[axis] - 1)
+    i1 = jnp.minimum(i0 + 1, size[axis] - 1)
+    frac = jnp.clip(src - i0, 0.0, 1.0)
+    keep = (dst < n_out).astype(jnp.float32)
+    lo = jnp.take(out, i0, axis=axis)
+    hi = jnp.take(out, i1, axis=axis)
+    broadcast = [1] * out.ndim
+    broadcast[axis] = shape[axis]
+    weight_lo = ((1.0 - frac) * keep).reshape(broadcast)
+    weight_hi = (frac * keep).reshape(broadcast)
+    out = lo * weight_lo + hi * weight_hi
+  return out
+
+
+def flip_valid(x: jax.Array, sizes: jax.Array) -> jax.Array:
+  """Mirrors each image of x [B, H, W, C] within its own width (the padding stays right)."""
+  cols = jnp.arange(x.shape[2])
+  source = jnp.where(cols[None] < sizes[:, 1:2], sizes[:, 1:2] - 1 - cols[None], cols[None])
+  return jnp.take_along_axis(x, source[:, None, :, None], axis=2)
+
+
+def window_offsets(size: jax.Array, canvas: int, window: int, stride: int):
+  """The sliding windows along one axis, as mmsegmentation's slide inference places them:
+  window i starts at max(min(i * stride + window, size) - window, 0). Returns (starts [n],
+  used [n]) for the n windows a canvas side needs; an image smaller than the canvas uses
+  only its own first windows."""
+  n = max(canvas - window + stride - 1, 0) // stride + 1
+  needed = jnp.maximum(size - window + stride - 1, 0) // stride + 1
+  index = jnp.arange(n)
+  starts = jnp.maximum(jnp.minimum(index * stride + window, size) - window, 0)
+  return starts, index < needed
+
+
+def slide_logits(apply, x: jax.Array, sizes: jax.Array, num_classes: int,
+                 window: Sequence[int], stride: Sequence[int]) -> jax.Array:
+  """Sliding-window logits [B, H, W, K] of x [B, H, W, 3]: windows of `window` (h, w) placed
+  every `stride`, each batch of windows (one per image) run on the device together, and the
+  logits of overlapping windows averaged (mmsegmentation's `mode='slide'`). A window larger
+  than the canvas is clipped to it; an image smaller than a window sees zero padding."""
+  b, h, w, _ = x.shape
+  wh, ww = min(window[0], h), min(window[1], w)
+  ys, y_used = jax.vmap(lambda s: window_offsets(s, h, wh, stride[0]))(sizes[:, 0])
+  xs, x_used = jax.vmap(lambda s: window_offsets(s, w, ww, stride[1]))(sizes[:, 1])
+  ny, nx = ys.shape[1], xs.shape[1]
+  starts_y = jnp.repeat(ys, nx, axis=1).T  # [windows, B]
+  starts_x = jnp.tile(xs, (1, ny)).T
+  used = (jnp.repeat(y_used, nx, axis=1) & jnp.tile(x_used, (1, ny))).T
+
+  def add(total, piece, y, x0):
+    return lax.dynamic_update_slice(
+        total, lax.dynamic_slice(total, (y, x0, 0), piece.shape) + piece, (y, x0, 0))
+
+  def body(carry, window_args):
+    total, count = carry
+    y, x0, on = window_args
+    crops = jax.vmap(lambda im, yy, xx: lax.dynamic_slice(im, (yy, xx, 0), (wh, ww, 3)))(
+        x, y, x0)
+    logits = apply(crops).astype(jnp.float32) * on[:, None, None, None]
+    total = jax.vmap(add)(total, logits, y, x0)
+    ones = jnp.broadcast_to(on[:, None, None, None].astype(jnp.float32), (b, wh, ww, 1))
+    count = jax.vmap(add)(count, ones, y, x0)
+    return (total, count), None
+
+  init = (jnp.zeros((b, h, w, num_classes), jnp.float32), jnp.zeros((b, h, w, 1), jnp.float32))
+  (total, count), _ = lax.scan(body, init, (starts_y, starts_x, used))
+  return total / jnp.maximum(count, 1.0)
+
+
+def predict(model, variables: Variables, images: jax.Array, sizes: jax.Array | None = None, *,
+            scales: Sequence[float] = (1.0,), flip: bool = False, mode: str = 'whole',
+            window: Sequence[int] | None = None,
+            stride: Sequence[int] | None = None) -> jax.Array:
+  """Scores [B, H, W, K] of uint8 canvases [B, H, W, 3] whose images have `sizes` [B, 2]
+  (None: the whole canvas); their argmax is the prediction.
+
+  One pass (scale 1, no flip) returns logits. With several scales or flip, the class
+  probabilities of the passes are averaged: each image is rescaled within its own size,
+  (mirrored,) predicted, and its logits resized back before the softmax. Pixels outside an
+  image are zero in the input (after normalisation) and meaningless in the output.
+  """
   b, h, w, _ = images.shape
-  x = pipeline.normalize(images, model.dtype)
+  if sizes is None:
+    sizes = jnp.broadcast_to(jnp.array([h, w], jnp.int32), (b, 2))
+  sizes = sizes.astype(jnp.int32)
+  mask = jax.vmap(lambda s: valid_mask((h, w), s))(sizes)[..., None]
+  x = jnp.where(mask, pipeline.normalize(images, jnp.float32), 0.0)
+
+  def apply(inputs):
+    return model.apply(variables, inputs.astype(model.dtype), train=False)
+
+  passes = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip
+                                                                 else (False,))]
   total = 0.0
-  for scale in scales:
-    size = (max(int(round(h * scale)), 1), max(int(round(w * scale)), 1))
-    scaled = x if size == (h, w) else jax.image.resize(x, (b, *size, 3), 'bilinear')
-    for flipped in ((False, True) if flip else (False,)):
-      logits = model.apply(variables, scaled[:, :, ::-1] if flipped else scaled, train=False)
-      logits = logits[:, :, ::-1] if flipped else logits
-      logits = jax.image.resize(logits.astype(jnp.float32), (b, h, w, logits.shape[-1]),
-                                'bilinear')
-      total = total + jax.nn.softmax(logits, axis=-1)
-  return total / (len(scales) * (2 if flip else 1))
+  for scale, flipped in passes:
+    if scale == 1.0:
+      shape, scaled_sizes, scaled = (h, w), sizes, x
+    else:
+      shape = pipeline.resized_shape(h, w, scale)
+      scaled_sizes = jnp.maximum(jnp.round(sizes * scale), 1).astype(jnp.int32)
+      scaled = jax.vmap(lambda im, s, t: resize_bilinear(im, shape, s, t))(x, sizes,
+                                                                            scaled_sizes)
+    if flipped:
+      scaled = flip_valid(scaled, scaled_sizes)
+    if mode == 'slide':
+      logits = slide_logits(apply, scaled, scaled_sizes, model.num_classes, window, stride)
+    else:
+      logits = apply(scaled).astype(jnp.float32)
+    if flipped:
+      logits = flip_valid(logits, scaled_sizes)
+    if scale != 1.0:
+      logits = jax.vmap(lambda lg, s, t: resize_bilinear(lg, (h, w), s, t))(logits,
+                                                                            scaled_sizes, sizes)
+    if len(passes) == 1:
+      return logits
+    total = total + jax.nn.softmax(logits, axis=-1)
+  return total / len(passes)
 
 
 def eval_step(variables: Variables, batch: dict[str, jax.Array], *, model, num_classes: int,
-              scales=(1.0,), flip: bool = False, axis_name: str = AXIS) -> jax.Array:
-  """The int32 confusion matrix [K, K] of a global batch (this device's share, summed over
-  devices). One batch holds far fewer than 2^31 pixels; the split's total is summed in int64
-  on the host."""
-  probs = predict(model, variables, batch['image'], scales=scales, flip=flip)
-  confusion = evaluation.confusion_matrix(jnp.argmax(probs, -1), batch['label'], num_classes)
+              axis_name: str = AXIS, **predict_kwargs) -> jax.Array:
+  """The int32 confusion matrix [K, K] of a global batch scored at the input size (this
+  device's share, summed over devices). One batch holds far fewer than 2^31 pixels; the
+  split's total is summed in int64 on the host."""
+  scores = predict(model, variables, batch['image'], batch['size'], **predict_kwargs)
+  confusion = evaluation.confusion_matrix(jnp.argmax(scores, -1), batch['label'], num_classes)
   return lax.psum(confusion, axis_name)
 
+
+def score_step(scores: jax.Array, sizes: jax.Array, labels: jax.Array, label_sizes: jax.Array,
+               offsets: jax.Array, *, num_classes: int, axis_name: str = AXIS) -> jax.Array:
+  """The int32 confusion matrix [K, K] of one tile of each image's original label
+  (`config.eval.resolution='original'`): each image's scores [H, W, K] (from `predict`) are
+  resized bilinearly from its input size to its label size, the tile at `offsets` (row,
+  column) of that resized map is computed (tiles have the canvas's shape), and its argmax is
+  scored against labels [B, H, W]. One image at a time: a large image's scores take memory.
+
+  A program apart from the model's, so that the model compiles once per canvas however many
+  tiles a label needs; this one compiles in moments.
+  """
+  def one(args):
+    score, size, label, label_size, offset = args
+    resized = resize_bilinear(score, label.shape, size, label_size, offset)
+    return evaluation.confusion_matrix(jnp.argmax(resized, -1), label, num_classes)
+
+  confusion = lax.map(one, (scores, sizes, labels, label_sizes, offsets)).sum(0)
+  return lax.psum(confusion, axis_name)
+
+
+# ---------------------------------------------------------------------------------------
+# The split's evaluation.
 
 def eval_batch_size(requested: int, num_devices: int) -> int:
   """The global evaluation batch: `requested` rounded up to a multiple of the devices (the
@@ -68,38 +232,117 @@ def eval_batch_size(requested: int, num_devices: int) -> int:
   return math.ceil(requested / num_devices) * num_devices
 
 
+def protocol(config: ml_collections.ConfigDict, split: str) -> dict:
+  """How an evaluation is made, as recorded in eval/<step>.json: the split, the output stride,
+  the input resize, the resolution scored, whole-image or sliding-window inference, and the
+  test-time augmentation."""
+  slide = config.eval.mode == 'slide'
+  return {
+      'split': split,
+      'output_stride': int(config.model.eval_output_stride),
+      'eval_size': list(config.input.eval_size) if config.input.eval_size else None,
+      'resolution': config.eval.resolution,
+      'mode': config.eval.mode,
+      'window': list(config.eval.window) if slide else None,
+      'stride': list(config.eval.stride) if slide else None,
+      'scales': [float(s) for s in config.eval.scales],
+      'flip': bool(config.eval.flip),
+  }
+
+
 class Evaluator:
   """Evaluates model variables on a split; writes TensorBoard scalars and eval/<step>.json."""
 
   def __init__(self, config: ml_collections.ConfigDict, source: datasets.SegmentationSource,
-               class_names: Sequence[str], mesh: jax.sharding.Mesh):
+               class_names: Sequence[str], mesh: jax.sharding.Mesh, *,
+               progress: bool | None = None):
     self.config, self.source, self.class_names = config, source, tuple(class_names)
     self.mesh = mesh
+    self.progress = progress  # None: a progress bar on a terminal only
     self.batch_size = eval_batch_size(config.input.eval_batch_size, mesh.size)
     if self.batch_size != config.input.eval_batch_size:
       logging.info('Evaluation batch %d rounded up to %d (a multiple of the %d devices).',
                    config.input.eval_batch_size, self.batch_size, mesh.size)
+    self.original = (config.eval.resolution == 'original' and
+                     config.input.eval_size is not None)  # else 'original' is the input size
+    self._plan = None
+    self.canvases: set[tuple[int, int]] = set()  # the canvases evaluated so far
     model = models.create_model(config, len(class_names), train=False,
                                 output_stride=config.model.eval_output_stride)
-    self._step = jax.jit(
-        jax.shard_map(functools.partial(eval_step, model=model, num_classes=len(class_names),
-                                        scales=tuple(config.eval.scales),
-                                        flip=config.eval.flip),
-                      mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False),
-        in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))))
+    predict_kwargs = dict(scales=tuple(config.eval.scales), flip=config.eval.flip,
+                          mode=config.eval.mode,
+                          window=tuple(config.eval.window) if config.eval.window else None,
+                          stride=tuple(config.eval.stride) if config.eval.stride else None)
+    replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    k = len(class_names)
+    if self.original:
+      self._predict = jax.jit(
+          jax.shard_map(lambda v, images, sizes: predict(model, v, images, sizes,
+                                                         **predict_kwargs),
+                        mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS),
+                        check_vma=False),
+          in_shardings=(replicated, batched, batched), out_shardings=batched)
+      self._score = jax.jit(
+          jax.shard_map(functools.partial(score_step, num_classes=k), mesh=mesh,
+                        in_specs=(P(AXIS),) * 5, out_specs=P(), check_vma=False),
+          in_shardings=(batched,) * 5)
+    else:
+      self._step = jax.jit(
+          jax.shard_map(functools.partial(eval_step, model=model, num_classes=k,
+                                          **predict_kwargs),
+                        mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False),
+          in_shardings=(replicated, batched))
+
+  @property
+  def plan(self) -> list[pipeline.EvalBatch]:
+    """The split's batches (from the image sizes, cached next to the dataset)."""
+    if self._plan is None:
+      sizes = class_index_lib.load_image_sizes(self.source, progress=False)
+      self._plan = pipeline.eval_plan(
+          sizes, self.batch_size, size=self.config.input.eval_size,
+          resolution='original' if self.original else 'resized',
+          canvas_sides=self.config.eval.canvas_sides)
+    return self._plan
 
   def __call__(self, variables: Variables) -> np.ndarray:
     """The int64 confusion matrix [K, K] of the whole split."""
     sharding = NamedSharding(self.mesh, P(AXIS))
-    per_batch = []  # int32 [K, K] each, kept on the device until the end (no sync per batch)
-    for batch in pipeline.prefetch_iterator(pipeline.eval_batches(
+    plan = self.plan
+    batches = pipeline.eval_batches(
         self.source, self.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count(), size=self.config.input.eval_size)):
-      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-      per_batch.append(self._step(variables, batch))
+        process_count=jax.process_count(), size=self.config.input.eval_size,
+        resolution='original' if self.original else 'resized', plan=plan,
+        num_threads=self.config.input.num_threads)
+    per_batch = []  # int32 [K, K] each, on the device; at most 2 batches in flight
+    total_images = sum(b.num_images for b in plan)
+    start = time.perf_counter()
+    with tqdm.tqdm(total=total_images, unit='img', desc=f'evaluating {self.source.split}',
+                   disable=jax.process_index() != 0 or (
+                       None if self.progress is None else not self.progress),
+                   mininterval=1.0, leave=False) as bar:
+      for planned, batch in zip(plan, pipeline.prefetch_iterator(batches)):
+        def to_device(x):
+          return jax.make_array_from_process_local_data(sharding, x)
+        self.canvases.add(planned.canvas)
+        if self.original:
+          scores = self._predict(variables, to_device(batch['image']),
+                                 to_device(batch['size']))
+          sizes, label_sizes = to_device(batch['size']), to_device(batch['label_size'])
+          for t in range(planned.num_tiles):
+            per_batch.append(self._score(scores, sizes, to_device(batch['label'][:, t]),
+                                         label_sizes, to_device(batch['tile_offset'][:, t])))
+        else:
+          per_batch.append(self._step(variables, jax.tree.map(to_device, batch)))
+        if len(per_batch) > 2:
+          per_batch[-3].block_until_ready()
+        bar.update(planned.num_images)
+      confusions = jax.device_get(per_batch)
+    elapsed = time.perf_counter() - start
+    logging.info('Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
+                 total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
+                 len(self.canvases))
     k = len(self.class_names)
-    return sum((np.asarray(cm, np.int64) for cm in jax.device_get(per_batch)),
-               np.zeros((k, k), np.int64))
+    return sum((np.asarray(cm, np.int64) for cm in confusions), np.zeros((k, k), np.int64))
 
   def write(self, variables: Variables, step: int, workdir: str, writer,
             class_writer) -> dict:
@@ -107,6 +350,7 @@ class Evaluator:
     record = evaluation.summarize(self(variables), self.class_names, step,
                                   fairness_fraction=self.config.eval.fairness_fraction)
     record['split'] = self.source.split
+    record['protocol'] = protocol(self.config, self.source.split)
     prefix = 'eval' if self.source.split == self.config.dataset.eval_split else (
         f'eval_{self.source.split}')
     writer.write_scalars(step, {f'{prefix}/miou': record['miou'],

@@ -18,7 +18,8 @@ def get_config():
   config.input.base_size = (2048, 512)  # mmsegmentation's ADE20k recipe: ratio 0.5-2.0
   config.input.ratio_range = (0.5, 2.0)
   config.input.photometric = True
-  config.input.eval_size = (2048, 512)  # evaluate with the short side at 512
+  config.input.eval_size = (2048, 512)  # predict with the short side at 512 ...
+  config.eval.resolution = 'original'  # ... and score at the original size (mmsegmentation)
   config.input.eval_batch_size = 8
   config.eval.fairness_fraction = 0.15  # the paper's convention for 150 classes
   config.input.num_threads = 8

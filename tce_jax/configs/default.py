@@ -79,6 +79,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.scales = (1.0,)  # multi-scale inference: softmax averaged over these rescales
   config.eval.flip = False  # also average over horizontally flipped inputs
+  # Scored resolution when input.eval_size resizes the images: 'resized' (labels resized with
+  # the images, nearest) or 'original' (predictions resized back to each label's original
+  # size, bilinear on the logits / averaged probabilities: mmsegmentation's ADE20k protocol).
+  config.eval.resolution = 'resized'
+  # 'whole' image inference, or 'slide': windows of eval.window (h, w) every eval.stride
+  # (h, w), overlapping logits averaged (mmsegmentation's test_cfg mode='slide').
+  config.eval.mode = 'whole'
+  config.eval.window = ml_collections.FieldReference(None, field_type=tuple)
+  config.eval.stride = ml_collections.FieldReference(None, field_type=tuple)
+  # Canvas sides images are padded to, so that evaluation compiles one program per canvas;
+  # None = 2^k and 1.5 * 2^k (pipeline.CANVAS_SIDES).
+  config.eval.canvas_sides = ml_collections.FieldReference(None, field_type=tuple)
   config.eval.fairness_fraction = 0.25  # bottom/top fraction of the fairness stats (ADE20k: 0.15)
 
   config.train = ml_collections.ConfigDict()

@@ -1,12 +1,13 @@
-"""The class index of a split: D_c (images containing class c) and per-class pixel counts.
+"""What each image of a split holds: the class index (D_c, the images containing class c, and
+per-class pixel counts) and the image sizes (evaluation groups images by size).
 
-Built in one vectorised pass over the labels (bincount per image) and cached next to the
-dataset, keyed by the source's fingerprint (dataset, version, split, size): a stale cache
-is rebuilt, never used.
+Each is built in one pass over the split and cached next to the dataset, keyed by the
+source's fingerprint (dataset, version, split, size): a stale cache is rebuilt, never used.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -61,27 +62,37 @@ def compute_class_index(source: SegmentationSource, *, progress: bool = True) ->
   return ClassIndex(presence, pixel_counts)
 
 
-def cache_path(source: SegmentationSource) -> str:
-  return os.path.join(source.cache_dir, f'class_index_{source.split}.npz')
+def cache_path(source: SegmentationSource, kind: str = 'class_index') -> str:
+  return os.path.join(source.cache_dir, f'{kind}_{source.split}.npz')
 
 
-def _read_cache(path: str, source: SegmentationSource) -> ClassIndex | None:
-  """The cached index when it is readable and matches `source`; None (with a warning saying
-  why) when it is stale or damaged."""
+def _read_cache(path: str, source: SegmentationSource,
+                shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+  """The cached arrays when the file is readable, matches `source` and holds arrays of
+  `shapes`; None (with a warning saying why) when it is stale or damaged."""
   try:
     with np.load(path, allow_pickle=False) as cached:
-      fingerprint, presence = str(cached['fingerprint']), cached['presence']
-      pixel_counts = cached['pixel_counts']
+      fingerprint = str(cached['fingerprint'])
+      arrays = {name: cached[name] for name in shapes}
   except Exception as e:  # pylint: disable=broad-except  (BadZipFile, EOFError, KeyError, ...)
     # numpy answers a file that is no .npz archive with advice to unpickle it: never that.
     reason = 'not an .npz archive' if 'pickle' in str(e) else f'{type(e).__name__}: {e}'
-    logging.warning('Class index cache %s is unreadable (%s): rebuilding it.', path, reason)
+    logging.warning('Cache %s is unreadable (%s): rebuilding it.', path, reason)
     return None
-  if fingerprint != source.fingerprint or presence.shape != (len(source), source.num_classes) \
-      or pixel_counts.shape != (source.num_classes,):
-    logging.info('Class index cache %s is stale: rebuilding it.', path)
+  if fingerprint != source.fingerprint or any(arrays[name].shape != shape
+                                              for name, shape in shapes.items()):
+    logging.info('Cache %s is stale: rebuilding it.', path)
     return None
-  return ClassIndex(presence, pixel_counts)
+  return arrays
+
+
+def _write_cache(path: str, source: SegmentationSource, arrays: dict[str, np.ndarray]):
+  """Written to a temporary file, then renamed: a crash never leaves a half-written cache."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez(f, fingerprint=np.array(source.fingerprint), **arrays)
+  os.chmod(tmp, _file_mode(os.path.dirname(path)))
+  os.replace(tmp, path)
 
 
 def _file_mode(directory: str) -> int:
@@ -100,16 +111,42 @@ def load_class_index(source: SegmentationSource, *, progress: bool = True) -> Cl
   """The class index of `source`, from its cache when the cache matches the source; a stale,
   truncated or garbage cache is rebuilt."""
   path = cache_path(source)
+  k = source.num_classes
   if os.path.exists(path):
-    index = _read_cache(path, source)
-    if index is not None:
-      return index
+    cached = _read_cache(path, source, {'presence': (len(source), k), 'pixel_counts': (k,)})
+    if cached is not None:
+      return ClassIndex(cached['presence'], cached['pixel_counts'])
   index = compute_class_index(source, progress=progress)
-  # Written to a temporary file, then renamed: a crash never leaves a half-written cache.
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    np.savez(f, presence=index.presence, pixel_counts=index.pixel_counts,
-             fingerprint=np.array(source.fingerprint))
-  os.chmod(tmp, _file_mode(os.path.dirname(path)))
-  os.replace(tmp, path)
+  _write_cache(path, source, {'presence': index.presence, 'pixel_counts': index.pixel_counts})
   return index
+
+
+def compute_image_sizes(source: SegmentationSource, *, progress: bool = True,
+                        num_threads: int = 8) -> np.ndarray:
+  """[N, 2] int32 (height, width) of every image of `source` (one decoding pass)."""
+  def size(i):
+    return source[i]['label'].shape
+  start = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    sizes = np.array(list(tqdm.tqdm(pool.map(size, range(len(source))), total=len(source),
+                                    desc=f'image sizes of {source.name}/{source.split}',
+                                    disable=not progress, mininterval=2.0)),
+                     np.int32).reshape(len(source), 2)
+  logging.info('Image sizes of %s/%s: %d images in %.1fs.', source.name, source.split,
+               len(source), time.perf_counter() - start)
+  return sizes
+
+
+def load_image_sizes(source: SegmentationSource, *, progress: bool = True) -> np.ndarray:
+  """[N, 2] int32 (height, width) of every image of `source`, cached like the class index.
+  Without a cache folder (a source not read from a prepared dataset) they are computed."""
+  if not source.cache_dir:
+    return compute_image_sizes(source, progress=progress)
+  path = cache_path(source, 'image_sizes')
+  if os.path.exists(path):
+    cached = _read_cache(path, source, {'sizes': (len(source), 2)})
+    if cached is not None:
+      return cached['sizes'].astype(np.int32)
+  sizes = compute_image_sizes(source, progress=progress)
+  _write_cache(path, source, {'sizes': sizes})
+  return sizes

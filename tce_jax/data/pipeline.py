@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import functools
+import math
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,8 +49,8 @@ def resize(image: np.ndarray, label: np.ndarray | None, scale: float):
   """Bilinear for the image, nearest for the label; `scale` 1 returns them unchanged."""
   if scale == 1.0:
     return image, label
-  h, w = image.shape[:2]
-  size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))
+  h, w = resized_shape(*image.shape[:2], scale)
+  size = (w, h)
   image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
   if label is not None:
     label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
@@ -200,37 +202,147 @@ class Prefetcher:
     self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def eval_batches(source: SegmentationSource, global_batch_size: int, *, process_index: int = 0,
-                 process_count: int = 1,
-                 size: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """The whole split in order, in global batches padded with ignore-labelled blanks.
+# Canvas sides of the evaluation buckets: 2^k and 1.5 * 2^k (each side padded by < 50%).
+CANVAS_SIDES = tuple(sorted({2 ** k for k in range(3, 16)} | {3 * 2 ** k for k in range(2, 15)}))
 
-  Yields this process's share; images of one batch are padded to a common size. With `size`
-  = (long, short), images and labels are first resized keeping their aspect ratio (ADE20k:
-  (2048, 512), i.e. the short side at 512); otherwise evaluation is at full resolution.
+
+def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+  """The (height, width) that `resize` gives an image at `scale`."""
+  if scale == 1.0:
+    return height, width
+  return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+
+
+def canvas_side(side: int, sides: Sequence[int] = CANVAS_SIDES, *, what: str = 'image') -> int:
+  """The smallest of `sides` that holds `side` (a bucket's canvas side)."""
+  i = int(np.searchsorted(np.asarray(sides), side))
+  if i == len(sides):
+    raise ValueError(f'An {what} side of {side} pixels exceeds the largest evaluation canvas '
+                     f'({max(sides)}): add a larger side to config.eval.canvas_sides')
+  return int(sides[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalBatch:
+  """One global evaluation batch: record indices (-1 = a blank that pads the batch), the
+  canvas its images are padded to, and the tiles of that canvas's size that the largest
+  original label needs (1 when labels are scored at the input size)."""
+  indices: tuple[int, ...]
+  canvas: tuple[int, int]
+  num_tiles: int = 1
+
+  @property
+  def num_images(self) -> int:
+    return sum(i >= 0 for i in self.indices)
+
+
+def label_tiles(height: int, width: int, canvas: Sequence[int]) -> int:
+  """How many tiles of the canvas's size cover a label of height x width."""
+  return math.ceil(height / canvas[0]) * math.ceil(width / canvas[1])
+
+
+def eval_plan(sizes: np.ndarray, global_batch_size: int, *, size: Sequence[int] | None = None,
+              resolution: str = 'resized',
+              canvas_sides: Sequence[int] | None = None) -> list[EvalBatch]:
+  """The batches that evaluate a split whose images have `sizes` [N, 2] (height, width).
+
+  Each image is padded to a canvas that depends on its own (input) size only: the smallest
+  of `canvas_sides` holding each side. Images of one canvas are batched together, in record
+  order, so evaluation compiles one program per canvas in use, however many image sizes the
+  split has, and a prediction never depends on the other images of its batch. Labels are
+  scored at the input size (`resolution` 'resized') or at their original size ('original'),
+  in tiles of the canvas's size, so that the scoring program too depends on the canvas only.
   """
+  sides = tuple(canvas_sides) if canvas_sides else CANVAS_SIDES
+  groups: dict[tuple[int, int], list[int]] = {}
+  tiles = []
+  for i, (h, w) in enumerate(np.asarray(sizes).tolist()):
+    ih, iw = resized_shape(h, w, keep_ratio_scale(h, w, size)) if size is not None else (h, w)
+    canvas = (canvas_side(ih, sides), canvas_side(iw, sides))
+    groups.setdefault(canvas, []).append(i)
+    tiles.append(1 if resolution == 'resized' else label_tiles(h, w, canvas))
+  plan = []
+  for canvas in sorted(groups, key=lambda c: (c[0] * c[1], c)):
+    members = groups[canvas]
+    for start in range(0, len(members), global_batch_size):
+      chunk = members[start:start + global_batch_size]
+      plan.append(EvalBatch(tuple(chunk) + (-1,) * (global_batch_size - len(chunk)), canvas,
+                            max(tiles[i] for i in chunk)))
+  return plan
+
+
+def eval_batches(source: SegmentationSource, global_batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1, size: Sequence[int] | None = None,
+                 resolution: str = 'resized', canvas_sides: Sequence[int] | None = None,
+                 plan: Sequence[EvalBatch] | None = None,
+                 num_threads: int = 4) -> Iterator[dict[str, np.ndarray]]:
+  """The whole split in the batches of `plan` (default: `eval_plan` of the split's sizes).
+
+  Yields this process's share of each global batch: 'image' [b, H, W, 3] uint8 on the
+  batch's canvas, 'size' [b, 2] int32 the image's own (height, width) on it, and 'label'
+  [b, H, W] uint8 padded with the ignore label. With `size` = (long, short), images are
+  first resized keeping their aspect ratio (ADE20k: (2048, 512), the short side at 512) and
+  labels with them (`resolution` 'resized'); with `resolution` 'original', labels keep their
+  size and come as 'label' [b, T, H, W], T tiles of the canvas's size in row-major order
+  (ignore-padded), with 'tile_offset' [b, T, 2] (row, column of each tile) and 'label_size'
+  [b, 2]. Without `size`, evaluation is at full resolution. Blanks that pad a batch have size
+  1 x 1 and ignore labels only.
+  """
+  if plan is None:
+    from tce_jax.data import class_index  # pylint: disable=g-import-not-at-top
+    plan = eval_plan(class_index.load_image_sizes(source), global_batch_size, size=size,
+                     resolution=resolution, canvas_sides=canvas_sides)
   local = global_batch_size // process_count
-  n = len(source)
+  original = resolution == 'original'
 
   def load(i):
+    if i < 0:
+      return None
     example = source[i]
+    image, label = example['image'], example['label']
     if size is not None:
-      scale = keep_ratio_scale(*example['label'].shape, size)
-      example['image'], example['label'] = resize(example['image'], example['label'], scale)
-    return example
+      scale = keep_ratio_scale(*label.shape, size)
+      image, resized_label = resize(image, label, scale)
+      label = label if original else resized_label
+    return image, label
 
-  for start in range(0, n, global_batch_size):
-    indices = range(start + process_index * local, start + (process_index + 1) * local)
-    examples = [load(i) if i < n else None for i in indices]
-    shapes = [e['label'].shape for e in examples if e is not None] or [(1, 1)]
-    h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
-    image = np.zeros((local, h, w, 3), np.uint8)
-    label = np.full((local, h, w), IGNORE_INDEX, np.uint8)
-    for j, e in enumerate(examples):
-      if e is not None:
-        eh, ew = e['label'].shape
-        image[j, :eh, :ew], label[j, :eh, :ew] = e['image'], e['label']
-    yield {'image': image, 'label': label}
+  def assemble(batch: EvalBatch, pool):
+    indices = batch.indices[process_index * local:(process_index + 1) * local]
+    ch, cw = batch.canvas
+    image = np.zeros((local, ch, cw, 3), np.uint8)
+    sizes = np.ones((local, 2), np.int32)
+    label = np.full((local, batch.num_tiles, ch, cw) if original else (local, ch, cw),
+                    IGNORE_INDEX, np.uint8)
+    offsets = np.zeros((local, batch.num_tiles, 2), np.int32)
+    label_sizes = np.ones((local, 2), np.int32)
+    for j, example in enumerate(pool.map(load, indices)):
+      if example is None:
+        continue
+      e_image, e_label = example
+      (ih, iw), (lh, lw) = e_image.shape[:2], e_label.shape
+      if ih > ch or iw > cw or (original and label_tiles(lh, lw, batch.canvas) >
+                                batch.num_tiles):
+        raise DataError(f'{source.where(indices[j])} is {lh}x{lw}, not the size its recorded '
+                        f'size planned: the image sizes cache (image_sizes_<split>.npz in '
+                        f'{source.cache_dir}) is stale; remove it')
+      image[j, :ih, :iw] = e_image
+      sizes[j], label_sizes[j] = (ih, iw), (lh, lw)
+      if not original:
+        label[j, :lh, :lw] = e_label
+        continue
+      corners = [(y, x) for y in range(0, lh, ch) for x in range(0, lw, cw)]
+      for t, (y, x) in enumerate(corners):
+        tile = e_label[y:y + ch, x:x + cw]
+        label[j, t, :tile.shape[0], :tile.shape[1]] = tile
+        offsets[j, t] = (y, x)
+    batch_arrays = {'image': image, 'size': sizes, 'label': label}
+    if original:
+      batch_arrays.update(tile_offset=offsets, label_size=label_sizes)
+    return batch_arrays
+
+  with concurrent.futures.ThreadPoolExecutor(max(num_threads, 1)) as pool:
+    for batch in plan:
+      yield assemble(batch, pool)
 
 
 def prefetch_iterator(iterator: Iterator[Any], size: int = 2) -> Iterator[Any]:

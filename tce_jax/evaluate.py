@@ -1,9 +1,12 @@
 """Evaluates a run's checkpoint: `python -m tce_jax.evaluate --workdir=RUN`.
 
 Restores the latest (or `--checkpoint_step`) checkpoint of the run, evaluates it on a split
-with the run's config (output stride, scales and flip overridable by flags), and writes
-RUN/eval/<step>.json (RUN/eval/<step>_<split>.json for a split other than the config's eval
-split) and the same numbers to TensorBoard, exactly as training's periodic evaluation does.
+with the run's config (its protocol overridable by flags: output stride, scales, flip,
+whole / slide, resolution), and writes RUN/eval/<step>.json and the same numbers to
+TensorBoard, exactly as training's periodic evaluation does. A split other than the config's
+eval split writes RUN/eval/<step>_<split>.json, and a protocol other than the run's
+RUN/eval/<step>[_<split>]_<tag>.json (e.g. 4_ms0.75-1-1.25_flip.json): such evaluations never
+replace the run's own record, which `report` reads.
 """
 
 from __future__ import annotations
@@ -76,18 +79,22 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = 
 def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = None,
                  overrides: dict | None = None) -> dict:
   """Evaluates a checkpoint of the run in `workdir`; returns the written record."""
-  config = workdir_lib.load_run_config(workdir)
+  run_config = workdir_lib.load_run_config(workdir)
+  config = run_config.copy_and_resolve_references()
   config.update_from_flattened_dict(overrides or {})
   config_validation.validate_model_config(config)
+  split = split or config.dataset.eval_split
+  tag = evaluator_lib.protocol_tag(evaluator_lib.protocol(config, split),
+                                   evaluator_lib.protocol(run_config, split))
   mesh = train.make_mesh()
   variables, step = restore(config, workdir, step, mesh)
-  source = datasets.load_source(config, split or config.dataset.eval_split)
+  source = datasets.load_source(config, split)
   evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,
                                       mesh)
   writer = metric_writers.create_default_writer(workdir)
   class_writer = metric_writers.SummaryWriter(workdir)
   try:
-    return evaluator.write(variables, step, workdir, writer, class_writer)
+    return evaluator.write(variables, step, workdir, writer, class_writer, tag=tag)
   finally:
     writer.close()
     class_writer.close()

@@ -44,6 +44,7 @@ AXIS = 'batch'  # the mesh axis the batch is split over (as in training)
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 MODES = ('whole', 'slide')
 RESOLUTIONS = ('resized', 'original')
+LOG_EVERY_S = 60.0  # progress lines in the log where no progress bar shows
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,6 +251,31 @@ def protocol(config: ml_collections.ConfigDict, split: str) -> dict:
   }
 
 
+def protocol_tag(made: dict, default: dict) -> str:
+  """A file-name tag for the ways protocol `made` differs from `default` (the run's own):
+  '' when they agree, e.g. 'ms0.75-1-1.25_flip' or 'slide769x769-513x513_os8'. Evaluations
+  under another protocol get their own record and never replace the run's own."""
+  def number(v):
+    return f'{v:g}'
+  parts = []
+  if made['scales'] != default['scales']:
+    parts.append('ms' + '-'.join(number(v) for v in made['scales']))
+  if made['flip'] != default['flip']:
+    parts.append('flip' if made['flip'] else 'noflip')
+  if (made['mode'], made['window'], made['stride']) != (default['mode'], default['window'],
+                                                        default['stride']):
+    parts.append('whole' if made['mode'] == 'whole' else
+                 'slide{}x{}-{}x{}'.format(*made['window'], *made['stride']))
+  if made['resolution'] != default['resolution']:
+    parts.append(made['resolution'])
+  if made['eval_size'] != default['eval_size']:
+    parts.append('size' + ('full' if made['eval_size'] is None else
+                           'x'.join(str(v) for v in made['eval_size'])))
+  if made['output_stride'] != default['output_stride']:
+    parts.append(f'os{made["output_stride"]}')
+  return '_'.join(parts)
+
+
 class Evaluator:
   """Evaluates model variables on a split; writes TensorBoard scalars and eval/<step>.json."""
 
@@ -315,7 +341,8 @@ class Evaluator:
         num_threads=self.config.input.num_threads)
     per_batch = []  # int32 [K, K] each, on the device; at most 2 batches in flight
     total_images = sum(b.num_images for b in plan)
-    start = time.perf_counter()
+    start = last_log = time.perf_counter()
+    done = 0
     with tqdm.tqdm(total=total_images, unit='img', desc=f'evaluating {self.source.split}',
                    disable=jax.process_index() != 0 or (
                        None if self.progress is None else not self.progress),
@@ -336,6 +363,14 @@ class Evaluator:
         if len(per_batch) > 2:
           per_batch[-3].block_until_ready()
         bar.update(planned.num_images)
+        done += planned.num_images
+        now = time.perf_counter()
+        if now - last_log > LOG_EVERY_S and bar.disable and jax.process_index() == 0:
+          rate = done / (now - start)
+          logging.info('Evaluating %s: %d / %d images, %.1f images/s, ETA %.0f s.',
+                       self.source.split, done, total_images, rate,
+                       (total_images - done) / max(rate, 1e-9))
+          last_log = now
       confusions = jax.device_get(per_batch)
     elapsed = time.perf_counter() - start
     logging.info('Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
@@ -344,15 +379,19 @@ class Evaluator:
     k = len(self.class_names)
     return sum((np.asarray(cm, np.int64) for cm in confusions), np.zeros((k, k), np.int64))
 
-  def write(self, variables: Variables, step: int, workdir: str, writer,
-            class_writer) -> dict:
-    """Evaluates; writes eval/<step>.json (eval/<step>_<split>.json for another split)."""
+  def write(self, variables: Variables, step: int, workdir: str, writer, class_writer, *,
+            tag: str = '') -> dict:
+    """Evaluates; writes eval/<step>.json, or eval/<step>_<split>.json for another split
+    than the config's and eval/<step>[_<split>]_<tag>.json for another protocol than the
+    run's (`protocol_tag`), with TensorBoard scalars under the same prefix."""
     record = evaluation.summarize(self(variables), self.class_names, step,
                                   fairness_fraction=self.config.eval.fairness_fraction)
     record['split'] = self.source.split
     record['protocol'] = protocol(self.config, self.source.split)
-    prefix = 'eval' if self.source.split == self.config.dataset.eval_split else (
-        f'eval_{self.source.split}')
+    suffix = '' if self.source.split == self.config.dataset.eval_split else (
+        f'_{self.source.split}')
+    suffix += f'_{tag}' if tag else ''
+    prefix = f'eval{suffix}'
     writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
                                 f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
                                 **{f'{prefix}/fairness/{k}': v for k, v in
@@ -361,8 +400,8 @@ class Evaluator:
                                       record['per_class_iou'].items() if v is not None})
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-      suffix = '' if prefix == 'eval' else f'_{self.source.split}'
       records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
-    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s).', step,
-                 record['miou'], record['pixel_accuracy'], self.source.split)
+    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s).', step,
+                 record['miou'], record['pixel_accuracy'], self.source.split,
+                 f', {tag}' if tag else '')
     return record

@@ -74,6 +74,26 @@ def load_runs(runs: Sequence[str], labels: Sequence[str] | None) -> list[dict]:
   return loaded
 
 
+def comparability_warnings(runs: list[dict]) -> list[str]:
+  """What makes the runs' records not directly comparable: evaluations made under different
+  protocols (split, resolution, mode, scales, flip, output stride, ...) or at different
+  training steps. Empty when they agree."""
+  warnings_ = []
+  protocols = {r['run']: r['eval'].get('protocol') for r in runs}
+  if len({json.dumps(p, sort_keys=True) for p in protocols.values()}) > 1:
+    described = '; '.join(f'{run}: ' + (json.dumps(p, sort_keys=True) if p else
+                                         'not recorded (an older record)')
+                          for run, p in protocols.items())
+    warnings_.append('The runs were evaluated under different protocols, so their numbers are '
+                     f'not comparable: {described}. Evaluate them alike (python -m '
+                     'tce_jax.evaluate --workdir=RUN with the same flags).')
+  steps = {r['run']: r['eval']['step'] for r in runs}
+  if len(set(steps.values())) > 1:
+    warnings_.append('The runs were evaluated at different training steps: ' +
+                     ', '.join(f'{run}: {step}' for run, step in steps.items()) + '.')
+  return warnings_
+
+
 def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Mean and sample std over axis 0 (std 0 for a single run), NaN-aware."""
   values = np.asarray(values, np.float64)
@@ -127,9 +147,12 @@ def _cell(entry: dict, bold: bool = False) -> str:
 def markdown(report: dict) -> str:
   """report.md: per-class IoU table (best per class in bold) and the fairness table."""
   labels = list(report['labels'])
-  lines = [f"# Report\n\nReference: **{report['reference']}**; classes sorted by its IoU, worst "
-           f"first; fairness fraction {report['fraction']}. IoU in percent, mean ± std over "
-           'runs sharing a label.\n']
+  lines = ['# Report\n']
+  for warning in report.get('warnings', []):
+    lines.append(f'> **Warning**: {warning}\n')
+  lines.append(f"Reference: **{report['reference']}**; classes sorted by its IoU, worst "
+               f"first; fairness fraction {report['fraction']}. IoU in percent, mean ± std "
+               'over runs sharing a label.\n')
   for label, entry in report['labels'].items():
     lines.append(f"- {label}: {len(entry['runs'])} run(s), step {entry['steps']}: "
                  + ', '.join(entry['runs']))
@@ -270,6 +293,9 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
     raise ValueError(f'--reference={reference} is not one of --runs')
   fraction = loaded[0]['config'].eval.fairness_fraction
   report = summarize_runs(loaded, reference, fraction)
+  report['warnings'] = comparability_warnings(loaded)
+  for warning in report['warnings']:
+    logging.warning('%s', warning)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'report.md'), 'w') as f:
     f.write(markdown(report))
@@ -286,11 +312,13 @@ def main(argv):
   if not runs or not FLAGS.out:
     raise app.UsageError('Give --runs RUN [RUN ...] and --out DIR')
   try:
-    make_report(runs, FLAGS.out, reference=FLAGS.reference, labels=FLAGS.labels,
-                qualitative_images=FLAGS.qualitative_images)
+    result = make_report(runs, FLAGS.out, reference=FLAGS.reference, labels=FLAGS.labels,
+                         qualitative_images=FLAGS.qualitative_images)
   except (ValueError, FileNotFoundError) as e:
     logging.error('%s', e)
     raise SystemExit(f'Error: {e}') from e
+  for warning in result['warnings']:
+    print(f'WARNING: {warning}')
   print(f'Wrote the report to {FLAGS.out}/report.md')
 
 

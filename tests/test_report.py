@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -29,14 +30,22 @@ def runs(tmp_path_factory, tiny_dataset_config):
 
 
 def test_evaluate_command_writes_record_with_fairness(runs):
+  with open(os.path.join(runs['tce'], 'eval', '4.json')) as f:
+    plain = json.load(f)
   record = evaluate.evaluate_run(runs['tce'], overrides={'eval.scales': (0.75, 1.0),
                                                          'eval.flip': True})
   assert record['step'] == 4 and record['split'] == 'validation'
   with open(os.path.join(runs['tce'], 'eval', '4.json')) as f:
+    assert json.load(f) == plain  # the run's own record is not replaced by a TTA one
+  assert plain['protocol']['scales'] == [1.0] and not plain['protocol']['flip']
+  with open(os.path.join(runs['tce'], 'eval', '4_ms0.75-1_flip.json')) as f:
     written = json.load(f)
   assert set(written['fairness']) >= {'miou', 'sorted_bottom', 'percentile_top_miou', 'worst',
                                       'std', 'num_classes'}
   assert written['fairness']['miou'] == pytest.approx(written['miou'])
+  assert written['protocol'] == {
+      'split': 'validation', 'output_stride': 16, 'eval_size': None, 'resolution': 'resized',
+      'mode': 'whole', 'window': None, 'stride': None, 'scales': [0.75, 1.0], 'flip': True}
   train_record = evaluate.evaluate_run(runs['tce'], split='train')
   assert train_record['split'] == 'train'
   assert os.path.exists(os.path.join(runs['tce'], 'eval', '4_train.json'))
@@ -77,3 +86,28 @@ def test_report_rejects_bad_arguments(runs, tmp_path):
     report.make_report([runs['mcce_s0'], runs['tce']], str(tmp_path), labels=['a'])
   with pytest.raises(ValueError, match='is not one of --runs'):
     report.make_report([runs['tce']], str(tmp_path), reference=runs['mcce_s0'])
+
+
+def test_report_warns_when_runs_differ_in_protocol_or_step(runs, tmp_path, caplog):
+  other = tmp_path / 'other'
+  shutil.copytree(runs['tce'], other)
+  record_file = other / 'eval' / '4.json'
+  record = json.loads(record_file.read_text())
+  record['protocol']['flip'] = True
+  record_file.write_text(json.dumps(record))
+  (other / 'eval' / '2.json').write_text(json.dumps(dict(record, step=2)))
+  out = tmp_path / 'report'
+  with caplog.at_level('WARNING'):
+    result = report.make_report([runs['mcce_s0'], str(other)], str(out), qualitative_images=0)
+  assert len(result['warnings']) == 1 and 'different protocols' in result['warnings'][0]
+  assert 'different protocols' in caplog.text
+  text = (out / 'report.md').read_text()
+  assert '**Warning**' in text and '"flip": true' in text
+  record_file.write_text(json.dumps(dict(record, step=3, protocol=None)))
+  (other / 'eval' / '2.json').unlink()
+  result = report.make_report([runs['mcce_s0'], str(other)], str(out), qualitative_images=0)
+  assert len(result['warnings']) == 2
+  assert 'not recorded' in result['warnings'][0] and 'steps' in result['warnings'][1]
+  assert 'different training steps' in (out / 'report.md').read_text()
+  clean = report.make_report([runs['mcce_s0'], runs['mcce_s1']], str(out), qualitative_images=0)
+  assert clean['warnings'] == [] and '**Warning**' not in (out / 'report.md').read_text()

@@ -109,7 +109,10 @@ def _file_mode(directory: str) -> int:
 
 def load_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:
   """The class index of `source`, from its cache when the cache matches the source; a stale,
-  truncated or garbage cache is rebuilt."""
+  truncated or garbage cache is rebuilt. Without a cache folder (a source not read from a
+  prepared dataset, or a part of one) it is computed."""
+  if not source.cache_dir:
+    return compute_class_index(source, progress=progress)
   path = cache_path(source)
   k = source.num_classes
   if os.path.exists(path):

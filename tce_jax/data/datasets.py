@@ -157,6 +157,8 @@ class SegmentationSource:
     """The same source limited to its first n records (benchmarks, quick checks)."""
     subset = copy.copy(self)
     subset._records = _Head(self._records, min(n, len(self)))  # pylint: disable=protected-access
+    subset.cache_dir = None  # its indices are its own: computed, never cached over the split's
+    subset.fingerprint = f'{self.fingerprint}/head{len(subset)}'
     return subset
 
   def where(self, index: int, record=None) -> str:

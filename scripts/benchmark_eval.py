@@ -41,6 +41,8 @@ flags.DEFINE_integer('width', 16, 'ResNet stem width of the UPerNet (64 = the re
 flags.DEFINE_string('backbone', 'resnet101', 'Backbone of the UPerNet.')
 flags.DEFINE_integer('batch_size', 4, 'Evaluation batch.')
 flags.DEFINE_bool('quick', False, 'Smoke version: 12 images, a ResNet-18 of width 8.')
+flags.DEFINE_list('shapes', None, 'Instead: time the evaluation step of one batch on each of '
+                  'these canvases (e.g. 64x96,85x114), median of 5, to compare shapes.')
 
 # (aspect ratio w / h, frequency) of the fake validation images.
 ASPECTS = ((4 / 3, 0.55), (3 / 4, 0.15), (1.0, 0.1), (3 / 2, 0.1), (16 / 9, 0.05), (2 / 3, 0.05))
@@ -129,11 +131,45 @@ def measure(config, source, variables, plan=None) -> dict:
           'miou_check': float(np.trace(first) / max(first.sum(), 1))}
 
 
+def time_shapes(config, variables, shapes) -> None:
+  """The evaluation step (model, argmax, confusion) of one batch per canvas shape."""
+  model = models.create_model(config, 150, train=False,
+                              output_stride=config.model.eval_output_stride)
+  step = jax.jit(lambda v, b: evaluator_lib.evaluation.confusion_matrix(
+      jax.numpy.argmax(evaluator_lib.predict(model, v, b['image'], b['size']), -1),
+      b['label'], 150))
+  n = FLAGS.batch_size
+  print(f'\nEvaluation step per canvas: UPerNet {config.model.backbone} width '
+        f'{config.model.width}, output stride {config.model.eval_output_stride}, batch {n}')
+  print('| canvas | ms / batch | images/s | kpixels/s |')
+  print('|---|---|---|---|')
+  for shape in shapes:
+    h, w = (int(v) for v in shape.split('x'))
+    batch = {'image': np.zeros((n, h, w, 3), np.uint8), 'size': np.array([[h, w]] * n),
+             'label': np.zeros((n, h, w), np.uint8)}
+    step(variables, batch).block_until_ready()
+    times = []
+    for _ in range(5):
+      start = time.perf_counter()
+      step(variables, batch).block_until_ready()
+      times.append(time.perf_counter() - start)
+    t = float(np.median(times))
+    print(f'| {h} x {w} | {1e3 * t:.0f} | {n / t:.1f} | {n * h * w / t / 1e3:.0f} |')
+
+
 def main(argv):
   del argv
   num_images, width, backbone = FLAGS.images, FLAGS.width, FLAGS.backbone
   if FLAGS.quick:
     num_images, width, backbone = 12, 8, 'resnet18'
+  if FLAGS.shapes:
+    config = ade20k_mcce.get_config()
+    config.update_from_flattened_dict({'model.backbone': backbone, 'model.width': width})
+    model = models.create_model(config, 150, train=True)
+    full = train.init_variables(config, model, jax.random.PRNGKey(0))
+    time_shapes(config, {'params': full['params'], 'batch_stats': full['batch_stats']},
+                FLAGS.shapes)
+    return
   sizes = fake_sizes(num_images)
   with tempfile.TemporaryDirectory() as tmp:
     write_archive(tmp, sizes)

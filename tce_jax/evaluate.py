@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 
 from tce_jax import checkpoints
+from tce_jax import cli
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import models
@@ -131,4 +132,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

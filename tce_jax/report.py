@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from tce_jax import cli
 from tce_jax import fairness
 from tce_jax import records
 
@@ -324,4 +325,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -381,9 +381,10 @@ class Evaluator:
 
   def write(self, variables: Variables, step: int, workdir: str, writer, class_writer, *,
             tag: str = '') -> dict:
-    """Evaluates; writes eval/<step>.json, or eval/<step>_<split>.json for another split
-    than the config's and eval/<step>[_<split>]_<tag>.json for another protocol than the
-    run's (`protocol_tag`), with TensorBoard scalars under the same prefix."""
+    """Evaluates; writes eval/<step>.json (and its per-class table eval/<step>.csv), or
+    eval/<step>_<split>.json for another split than the config's and
+    eval/<step>[_<split>]_<tag>.json for another protocol than the run's (`protocol_tag`),
+    with TensorBoard scalars under the same prefix."""
     record = evaluation.summarize(self(variables), self.class_names, step,
                                   fairness_fraction=self.config.eval.fairness_fraction)
     record['split'] = self.source.split
@@ -395,12 +396,16 @@ class Evaluator:
     writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
                                 f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
                                 **{f'{prefix}/fairness/{k}': v for k, v in
-                                   record['fairness'].items() if k != 'num_classes'}})
+                                   record['fairness'].items() if k != 'num_classes'},
+                                **{f'{prefix}/fairness/{k}': record['fairness_extra'][k]
+                                   for k in ('gini', 'cvar') if k in record['fairness_extra']}})
     class_writer.write_scalars(step, {f'{prefix}/iou/{class_tag(name)}': v for name, v in
                                       record['per_class_iou'].items() if v is not None})
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
       records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
+      records.write_csv(os.path.join(workdir, 'eval', f'{step}{suffix}.csv'),
+                        evaluation.per_class_rows(record))
     logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s).', step,
                  record['miou'], record['pixel_accuracy'], self.source.split,
                  f', {tag}' if tag else '')

@@ -403,6 +403,8 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
                     else metric_writers.MultiWriter([]))
     if start_step >= num_steps:  # nothing to train: the record of the state's own step
       return _final_record(evaluator, state, workdir, writer, class_writer)
+    if start_step == 0 and lead:
+      write_tensorboard_layout(workdir)
     if start_step == 0:
       writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                             for k, v in traverse_util.flatten_dict(config.to_dict(),
@@ -416,6 +418,35 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
     for w in (writer, class_writer):
       if w is not None:
         w.close()
+
+
+def write_tensorboard_layout(workdir: str) -> None:
+  """TensorBoard's Custom Scalars page for the run: every class's IoU on one chart, every
+  class's sampling probability (tilted loss, draws) on one chart, the fairness statistics on
+  one chart, so that classes are compared at a glance rather than on separate pages."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.custom_scalar import layout_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.custom_scalar import summary as custom_scalar  # pylint: disable=g-import-not-at-top
+
+  def chart(title, *patterns):
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
+        tag=list(patterns)))
+
+  layout = layout_pb2.Layout(category=[
+      layout_pb2.Category(title='Classes compared', chart=[
+          chart('validation IoU of every class (%)', r'^eval/iou/.*'),
+          chart('validation mIoU and fairness statistics (%)', r'^eval/miou$',
+                r'^eval/fairness/(sorted_|percentile_.*miou|worst|std).*'),
+      ]),
+      layout_pb2.Category(title='Sampling (class-conditional samplers)', chart=[
+          chart('sampling probability of every class', r'^sampling/probability/.*'),
+          chart('EMA tilted loss of every class (log)', r'^sampling/log_tilted/.*'),
+          chart('draws of every class', r'^sampling/draw_count/.*'),
+      ]),
+  ])
+  with tf.summary.create_file_writer(workdir).as_default() as _:
+    tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
+    tf.summary.flush()
 
 
 def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writer) -> dict:

@@ -43,6 +43,8 @@ def test_main_trains_tce_end_to_end(tmp_path):
   tags = set(events.Tags()['tensors'])
   assert {'train/loss', 'eval/miou', 'sampling/probability/train', 'eval/iou/road',
           'sampling/draw_count/rider'} <= tags, sorted(tags)[:20]
+  assert {'eval/fairness/gini', 'eval/fairness/cvar', 'eval/fairness/worst'} <= tags
+  assert 'custom_scalars__config__' in events.PluginTagToContent('custom_scalars')
   steps = [e.step for e in events.Tensors('sampling/probability/sky')]
   assert steps == [4, 8]
   import numpy as np  # pylint: disable=g-import-not-at-top

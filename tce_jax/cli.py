@@ -2,12 +2,14 @@
 config field is one line naming it, with the closest valid names, and exit code 2; `--help`
 lists the configs that exist and exits 0.
 
-Used as `app.run(main, flags_parser=cli.parse_flags)`.
+Used as `app.run(main, flags_parser=cli.parse_flags)`; `quiet_libraries()` at the start of
+`main` keeps the console to what concerns the run.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging as logging_lib
 import importlib.util
 import os
 import re
@@ -15,6 +17,7 @@ import sys
 from typing import Sequence
 
 from absl import flags
+from absl import logging
 import ml_collections
 
 USAGE_ERROR = 2  # the exit code of a command-line mistake (as argparse's)
@@ -102,3 +105,24 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     fail(f'{e} (--help lists the flags)')
   return []  # unreachable
+
+
+class QuietLibraries(logging_lib.Filter):
+  """Drops the INFO chatter of orbax, etils and tfds, and the library notices that say
+  nothing about the run (no TPU library on a CPU or GPU machine, a tfds builder config or
+  folder that this project generates itself, OpenCV's absence); keeps the other warnings."""
+
+  NOTICES = ('Unable to initialize backend', 'Using custom data configuration',
+             'has no dataset_info.json', 'OpenCV is not installed')
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))
+    if noisy and record.levelno < logging_lib.WARNING:
+      return False
+    message = record.getMessage()
+    return not any(notice in message for notice in self.NOTICES)
+
+
+def quiet_libraries() -> None:
+  """Filters the console (absl's handler) with `QuietLibraries`."""
+  logging.get_absl_handler().addFilter(QuietLibraries())

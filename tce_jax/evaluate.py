@@ -102,6 +102,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
 
 
 def main(argv):
+  cli.quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
   overrides = {}

@@ -292,6 +292,7 @@ class Evaluator:
     self.original = (config.eval.resolution == 'original' and
                      config.input.eval_size is not None)  # else 'original' is the input size
     self._plan = None
+    self.last_speed = (0, 0.0)  # (images, images/s) of the last evaluation
     self.canvases: set[tuple[int, int]] = set()  # the canvases evaluated so far
     model = models.create_model(config, len(class_names), train=False,
                                 output_stride=config.model.eval_output_stride)
@@ -373,9 +374,11 @@ class Evaluator:
           last_log = now
       confusions = jax.device_get(per_batch)
     elapsed = time.perf_counter() - start
-    logging.info('Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
-                 total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
-                 len(self.canvases))
+    self.last_speed = (total_images, total_images / max(elapsed, 1e-9))
+    logging.log(logging.INFO if elapsed > 60 else logging.DEBUG,
+                'Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
+                total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
+                len(self.canvases))
     k = len(self.class_names)
     return sum((np.asarray(cm, np.int64) for cm in confusions), np.zeros((k, k), np.int64))
 
@@ -393,7 +396,8 @@ class Evaluator:
         f'_{self.source.split}')
     suffix += f'_{tag}' if tag else ''
     prefix = f'eval{suffix}'
-    writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
+    del writer  # the log gets the line below; the scalars go to TensorBoard only
+    class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
                                 f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
                                 **{f'{prefix}/fairness/{k}': v for k, v in
                                    record['fairness'].items() if k != 'num_classes'},
@@ -406,7 +410,7 @@ class Evaluator:
       records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
       records.write_csv(os.path.join(workdir, 'eval', f'{step}{suffix}.csv'),
                         evaluation.per_class_rows(record))
-    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s).', step,
-                 record['miou'], record['pixel_accuracy'], self.source.split,
-                 f', {tag}' if tag else '')
+    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s; %d images, '
+                 '%.1f images/s).', step, record['miou'], record['pixel_accuracy'],
+                 self.source.split, f', {tag}' if tag else '', *self.last_speed)
     return record

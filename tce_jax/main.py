@@ -3,7 +3,6 @@
 Any config field can be overridden on the command line, e.g. `--config.tce.t=1.0`.
 """
 
-import logging as logging_lib
 import os
 import sys
 
@@ -51,21 +50,13 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
-class _QuietLibraries(logging_lib.Filter):
-  """Drops the INFO chatter of orbax and absl-logging libraries; keeps their warnings."""
-
-  def filter(self, record: logging_lib.LogRecord) -> bool:
-    noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))
-    return record.levelno >= logging_lib.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected command-line arguments: {" ".join(argv[1:])}')
   if FLAGS.print_config:
     print(FLAGS.config)
     return
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_libraries()
   initialize_distributed()
   # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
   tf.config.experimental.set_visible_devices([], 'GPU')

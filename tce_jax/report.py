@@ -346,6 +346,7 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
 
 
 def main(argv):
+  cli.quiet_libraries()
   runs = list(FLAGS.runs or []) + list(argv[1:])  # `--runs A B C` leaves B C in argv
   if not runs or not FLAGS.out:
     raise app.UsageError('Give --runs RUN [RUN ...] and --out DIR')

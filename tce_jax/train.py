@@ -405,8 +405,8 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
       return _final_record(evaluator, state, workdir, writer, class_writer)
     if start_step == 0 and lead:
       write_tensorboard_layout(workdir)
-    if start_step == 0:
-      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+    if start_step == 0:  # to TensorBoard's HParams page only (a very long console line)
+      class_writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                             for k, v in traverse_util.flatten_dict(config.to_dict(),
                                                                    sep='.').items()})
     return _train_loop(experiment, state, checkpoints, evaluator, writer, class_writer,
@@ -466,8 +466,9 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
   before each evaluation, so a failing evaluation loses nothing) and evaluations."""
   config, class_names = experiment.config, experiment.spec.class_names
   start_step, num_steps = int(state.step), config.train.num_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                                    every_steps=config.train.log_every)
+  # Logs "N steps/s, P% (step/total), ETA"; steps/s and uptime go to TensorBoard only.
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
   learning_rate = create_learning_rate_fn(config)
   logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.name,
                start_step, num_steps, jax.device_count(), jax.process_count())

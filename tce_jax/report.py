@@ -263,7 +263,8 @@ def plot_confusion(runs: list[dict], report: dict, out: str):
                     color='black' if rows[i, j] > 60 else 'white')
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
-  ax.set_title(f'Confusion of {report["reference"]} ({len(group)} run(s)), rows sum to 100%')
+  ax.set_title(f'Confusion of {report["reference"]} ({len(group)} run(s)): each row sums to '
+               '100%; blank rows: classes absent from the labels', fontsize=10)
   fig.tight_layout()
   for ext in ('png', 'pdf'):
     fig.savefig(os.path.join(out, f'confusion.{ext}'), dpi=100)

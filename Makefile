@@ -1,26 +1,49 @@
-# The two commands a newcomer needs: `make train` and `make test`. Both create the virtual
-# environment (.venv) from pyproject.toml + requirements.lock when it is missing or stale.
+# A newcomer needs `make train` and `make test`; both create the virtual environment (.venv)
+# from pyproject.toml + requirements.lock when it is missing or stale. `make train` installs
+# what training needs; `make test` adds the test extras (pytest, torch for the reference
+# checks). ARGS passes flags through, e.g. make train ARGS='--config.tce.t=1.0'.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 CONFIG ?= configs/synthetic_tce.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+RUNS ?= runs/synthetic_mcce runs/synthetic_tce
+OUT ?= reports/latest
+ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test install clean-venv
+.PHONY: train test evaluate report tensorboard install clean-venv
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e .
+	rm -f $(TEST_STAMP)
 	touch $(STAMP)
 
-train: $(STAMP)
-	$(VENV)/bin/python -m tce_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(TEST_STAMP)
 
-test: $(STAMP)
+# Trains CONFIG into WORKDIR (resumes it if it holds checkpoints).
+train: $(STAMP)
+	$(VENV)/bin/python -m tce_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+
+# Evaluates WORKDIR's latest checkpoint (ARGS: --flip, --scales=..., --split=...).
+evaluate: $(STAMP)
+	$(VENV)/bin/python -m tce_jax.evaluate --workdir=$(WORKDIR) $(ARGS)
+
+# Compares RUNS (the first is the reference) into OUT.
+report: $(STAMP)
+	$(VENV)/bin/python -m tce_jax.report --runs $(RUNS) --out $(OUT) $(ARGS)
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir runs/ $(ARGS)
+
+test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 clean-venv:

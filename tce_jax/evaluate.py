@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 
 from tce_jax import checkpoints
+from tce_jax import cli
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import models
@@ -101,6 +102,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
 
 
 def main(argv):
+  cli.quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
   overrides = {}
@@ -131,4 +133,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

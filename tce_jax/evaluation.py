@@ -32,6 +32,21 @@ def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
     return np.where(union > 0, 100.0 * tp / union, np.nan)
 
 
+def per_class_rows(record: dict) -> list[dict]:
+  """One row per class of an evaluation record: IoU, precision and recall (percent, None when
+  undefined), the class's labelled and predicted pixels (what eval/<step>.csv holds)."""
+  confusion = np.asarray(record['confusion_matrix'], np.int64)
+  extra = record.get('fairness_extra', {})
+  rows = []
+  for i, name in enumerate(record['per_class_iou']):
+    rows.append({'class': name, 'iou': record['per_class_iou'][name],
+                 'precision': extra.get('precision', {}).get(name),
+                 'recall': extra.get('recall', {}).get(name),
+                 'labelled_pixels': int(confusion[i].sum()),
+                 'predicted_pixels': int(confusion[:, i].sum())})
+  return rows
+
+
 def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
               fairness_fraction: float = 0.25) -> dict:
   """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent).
@@ -46,7 +61,9 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
   has_iou = np.isfinite(iou).any()
   return {
       'fairness': fairness.fairness_stats(iou, fraction=fairness_fraction) if has_iou else {},
-      'fairness_extra': fairness.extra_fairness_stats(iou, confusion) if has_iou else {},
+      'fairness_extra': (fairness.extra_fairness_stats(iou, confusion,
+                                                       class_names=list(class_names))
+                         if has_iou else {}),
       'step': int(step),
       'miou': float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan'),
       'pixel_accuracy': float(100.0 * np.trace(confusion) / total) if total else float('nan'),

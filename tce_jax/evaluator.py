@@ -292,6 +292,7 @@ class Evaluator:
     self.original = (config.eval.resolution == 'original' and
                      config.input.eval_size is not None)  # else 'original' is the input size
     self._plan = None
+    self.last_speed = (0, 0.0)  # (images, images/s) of the last evaluation
     self.canvases: set[tuple[int, int]] = set()  # the canvases evaluated so far
     model = models.create_model(config, len(class_names), train=False,
                                 output_stride=config.model.eval_output_stride)
@@ -373,17 +374,20 @@ class Evaluator:
           last_log = now
       confusions = jax.device_get(per_batch)
     elapsed = time.perf_counter() - start
-    logging.info('Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
-                 total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
-                 len(self.canvases))
+    self.last_speed = (total_images, total_images / max(elapsed, 1e-9))
+    logging.log(logging.INFO if elapsed > 60 else logging.DEBUG,
+                'Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
+                total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
+                len(self.canvases))
     k = len(self.class_names)
     return sum((np.asarray(cm, np.int64) for cm in confusions), np.zeros((k, k), np.int64))
 
   def write(self, variables: Variables, step: int, workdir: str, writer, class_writer, *,
             tag: str = '') -> dict:
-    """Evaluates; writes eval/<step>.json, or eval/<step>_<split>.json for another split
-    than the config's and eval/<step>[_<split>]_<tag>.json for another protocol than the
-    run's (`protocol_tag`), with TensorBoard scalars under the same prefix."""
+    """Evaluates; writes eval/<step>.json (and its per-class table eval/<step>.csv), or
+    eval/<step>_<split>.json for another split than the config's and
+    eval/<step>[_<split>]_<tag>.json for another protocol than the run's (`protocol_tag`),
+    with TensorBoard scalars under the same prefix."""
     record = evaluation.summarize(self(variables), self.class_names, step,
                                   fairness_fraction=self.config.eval.fairness_fraction)
     record['split'] = self.source.split
@@ -392,16 +396,21 @@ class Evaluator:
         f'_{self.source.split}')
     suffix += f'_{tag}' if tag else ''
     prefix = f'eval{suffix}'
-    writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
+    del writer  # the log gets the line below; the scalars go to TensorBoard only
+    class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
                                 f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
                                 **{f'{prefix}/fairness/{k}': v for k, v in
-                                   record['fairness'].items() if k != 'num_classes'}})
+                                   record['fairness'].items() if k != 'num_classes'},
+                                **{f'{prefix}/fairness/{k}': record['fairness_extra'][k]
+                                   for k in ('gini', 'cvar') if k in record['fairness_extra']}})
     class_writer.write_scalars(step, {f'{prefix}/iou/{class_tag(name)}': v for name, v in
                                       record['per_class_iou'].items() if v is not None})
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
       records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
-    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s).', step,
-                 record['miou'], record['pixel_accuracy'], self.source.split,
-                 f', {tag}' if tag else '')
+      records.write_csv(os.path.join(workdir, 'eval', f'{step}{suffix}.csv'),
+                        evaluation.per_class_rows(record))
+    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s; %d images, '
+                 '%.1f images/s).', step, record['miou'], record['pixel_accuracy'],
+                 self.source.split, f', {tag}' if tag else '', *self.last_speed)
     return record

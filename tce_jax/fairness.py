@@ -74,9 +74,11 @@ def gini(values: Sequence[float]) -> float:
 
 
 def extra_fairness_stats(iou: Sequence[float], confusion: np.ndarray | None = None,
-                         worst_fraction: float = 0.1) -> dict:
+                         worst_fraction: float = 0.1,
+                         class_names: Sequence[str] | None = None) -> dict:
   """Measures the paper lacks: Gini of class IoUs, CVaR (mean of the worst 10%), and per-class
-  precision / recall (percent) from the confusion matrix [K, K] (rows = ground truth)."""
+  precision / recall (percent) from the confusion matrix [K, K] (rows = ground truth): lists
+  in class order, or {class name: value} with `class_names`."""
   iou = _as_vector(iou, 'iou')
   if not 0 < worst_fraction <= 1:
     raise ValueError(f'worst_fraction must be in (0, 1], got {worst_fraction}')
@@ -91,6 +93,7 @@ def extra_fairness_stats(iou: Sequence[float], confusion: np.ndarray | None = No
     with np.errstate(invalid='ignore', divide='ignore'):
       precision = np.where(confusion.sum(0) > 0, 100 * tp / confusion.sum(0), np.nan)
       recall = np.where(confusion.sum(1) > 0, 100 * tp / confusion.sum(1), np.nan)
-    stats['precision'] = [None if np.isnan(v) else float(v) for v in precision]
-    stats['recall'] = [None if np.isnan(v) else float(v) for v in recall]
+    for name, values in (('precision', precision), ('recall', recall)):
+      listed = [None if np.isnan(v) else float(v) for v in values]
+      stats[name] = dict(zip(class_names, listed)) if class_names is not None else listed
   return stats

@@ -3,7 +3,8 @@
 Any config field can be overridden on the command line, e.g. `--config.tce.t=1.0`.
 """
 
-import logging as logging_lib
+import os
+import sys
 
 from absl import app
 from absl import flags
@@ -12,6 +13,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
+from tce_jax import cli
 from tce_jax import train
 
 FLAGS = flags.FLAGS
@@ -29,7 +31,11 @@ flags.DEFINE_bool('allow_config_changes', False, 'Resume a run with config value
                   'WORKDIR/config_history/<step>.json.')
 flags.DEFINE_bool('distributed', False, 'Multi-host: start JAX\'s distributed runtime from the '
                   'cluster environment (SLURM, Open MPI, ...) instead of the three flags above.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_bool('print_config', False, 'Print the effective config (the file with the '
+                  'command line\'s overrides) and exit without training.')
+flags.mark_flags_as_required(['config'])
+flags.register_validator('workdir', lambda v: v is not None or FLAGS['print_config'].value,
+                         '--workdir is required (except with --print_config)')
 
 
 def initialize_distributed():
@@ -44,34 +50,51 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
-class _QuietLibraries(logging_lib.Filter):
-  """Drops the INFO chatter of orbax and absl-logging libraries; keeps their warnings."""
-
-  def filter(self, record: logging_lib.LogRecord) -> bool:
-    noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))
-    return record.levelno >= logging_lib.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+    cli.fail(f'unexpected command-line arguments: {" ".join(argv[1:])}')
+  if FLAGS.print_config:
+    print(FLAGS.config)
+    return
+  cli.quiet_libraries()
   initialize_distributed()
   # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
   tf.config.experimental.set_visible_devices([], 'GPU')
   logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                             allow_config_changes=FLAGS.allow_config_changes)
+    record = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                      allow_config_changes=FLAGS.allow_config_changes)
   except train.Interrupted as e:
     logging.warning('%s', e)
     raise SystemExit(128 + e.signum) from e  # as a process killed by the signal reports
   except (ValueError, OSError, FloatingPointError) as e:
     logging.error('%s', e)
     raise SystemExit(f'Error: {e}') from e
+  if jax.process_index() == 0:
+    print(summary(record, FLAGS.workdir))
+
+
+def summary(record: dict, workdir: str) -> str:
+  """What a finished run prints: where it is, its final numbers, and what to do next."""
+  python = sys.executable  # the interpreter of this run (the venv's), runnable from any shell
+  if not os.path.relpath(python).startswith('..'):
+    python = os.path.relpath(python)
+  tensorboard = os.path.join(os.path.dirname(python), 'tensorboard')
+  ious = {name: v for name, v in record['per_class_iou'].items() if v is not None}
+  worst = sorted(ious, key=ious.get)[:3]
+  return '\n'.join([
+      f'\nFinished: {workdir} (step {record["step"]})',
+      f'  validation mIoU {record["miou"]:.2f}, pixel accuracy {record["pixel_accuracy"]:.2f}; '
+      'worst classes: ' + ', '.join(f'{name} {ious[name]:.1f}' for name in worst),
+      f'  record:    {workdir}/eval/{record["step"]}.json',
+      f'  evaluate:  {python} -m tce_jax.evaluate --workdir={workdir} [--flip] '
+      '[--scales=0.75,1.0,1.25]',
+      f'  compare:   {python} -m tce_jax.report --runs {workdir} OTHER_RUN ... --out REPORT_DIR',
+      f'  view:      {tensorboard} --logdir {os.path.dirname(os.path.normpath(workdir)) or "."}',
+  ])
 
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

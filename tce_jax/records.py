@@ -1,4 +1,4 @@
-"""The JSON records a run writes (config.json, eval/<step>.json): atomic and strict.
+"""The records a run writes (config.json, eval/<step>.json and .csv): atomic and strict.
 
 A reader (report, TensorBoard, a user's script) never sees a half-written file: records are
 written to a temporary file and renamed. Non-finite floats are written as null, so strict
@@ -7,6 +7,7 @@ JSON parsers accept every record.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -29,4 +30,16 @@ def write_json(path: str, record: dict) -> None:
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
     json.dump(_strict(record), f, indent=1, allow_nan=False)
+  os.replace(tmp, path)
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+  """Writes `rows` (dicts with the same keys) to `path` atomically; None is an empty cell."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: '' if v is None else (f'{v:.4f}' if isinstance(v, float) else v)
+                       for k, v in row.items()})
   os.replace(tmp, path)

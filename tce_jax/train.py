@@ -403,8 +403,10 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
                     else metric_writers.MultiWriter([]))
     if start_step >= num_steps:  # nothing to train: the record of the state's own step
       return _final_record(evaluator, state, workdir, writer, class_writer)
-    if start_step == 0:
-      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+    if start_step == 0 and lead:
+      write_tensorboard_layout(workdir)
+    if start_step == 0:  # to TensorBoard's HParams page only (a very long console line)
+      class_writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                             for k, v in traverse_util.flatten_dict(config.to_dict(),
                                                                    sep='.').items()})
     return _train_loop(experiment, state, checkpoints, evaluator, writer, class_writer,
@@ -416,6 +418,35 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
     for w in (writer, class_writer):
       if w is not None:
         w.close()
+
+
+def write_tensorboard_layout(workdir: str) -> None:
+  """TensorBoard's Custom Scalars page for the run: every class's IoU on one chart, every
+  class's sampling probability (tilted loss, draws) on one chart, the fairness statistics on
+  one chart, so that classes are compared at a glance rather than on separate pages."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.custom_scalar import layout_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.custom_scalar import summary as custom_scalar  # pylint: disable=g-import-not-at-top
+
+  def chart(title, *patterns):
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
+        tag=list(patterns)))
+
+  layout = layout_pb2.Layout(category=[
+      layout_pb2.Category(title='Classes compared', chart=[
+          chart('validation IoU of every class (%)', r'^eval/iou/.*'),
+          chart('validation mIoU and fairness statistics (%)', r'^eval/miou$',
+                r'^eval/fairness/(sorted_|percentile_.*miou|worst|std).*'),
+      ]),
+      layout_pb2.Category(title='Sampling (class-conditional samplers)', chart=[
+          chart('sampling probability of every class', r'^sampling/probability/.*'),
+          chart('EMA tilted loss of every class (log)', r'^sampling/log_tilted/.*'),
+          chart('draws of every class', r'^sampling/draw_count/.*'),
+      ]),
+  ])
+  with tf.summary.create_file_writer(workdir).as_default() as _:
+    tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
+    tf.summary.flush()
 
 
 def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writer) -> dict:
@@ -435,8 +466,9 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
   before each evaluation, so a failing evaluation loses nothing) and evaluations."""
   config, class_names = experiment.config, experiment.spec.class_names
   start_step, num_steps = int(state.step), config.train.num_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                                    every_steps=config.train.log_every)
+  # Logs "N steps/s, P% (step/total), ETA"; steps/s and uptime go to TensorBoard only.
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
   learning_rate = create_learning_rate_fn(config)
   logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.name,
                start_step, num_steps, jax.device_count(), jax.process_count())

@@ -43,6 +43,8 @@ def test_main_trains_tce_end_to_end(tmp_path):
   tags = set(events.Tags()['tensors'])
   assert {'train/loss', 'eval/miou', 'sampling/probability/train', 'eval/iou/road',
           'sampling/draw_count/rider'} <= tags, sorted(tags)[:20]
+  assert {'eval/fairness/gini', 'eval/fairness/cvar', 'eval/fairness/worst'} <= tags
+  assert 'custom_scalars__config__' in events.PluginTagToContent('custom_scalars')
   steps = [e.step for e in events.Tensors('sampling/probability/sky')]
   assert steps == [4, 8]
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -78,3 +80,36 @@ def test_cli_rejects_unknown_flags_and_missing_workdir(args, message):
   result = run_main(*args, timeout=120)
   assert result.returncode != 0
   assert message in result.stderr
+
+
+def test_command_line_mistakes_are_one_line_with_exit_code_2():
+  result = run_main('--config=configs/tiny.py', '--workdir=/nonexistent/run',
+                    '--config.tce.tt=1')
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert lines == ['Error: --config.tce.tt: configs/tiny.py has no field tce.tt '
+                   '(did you mean: tce.t?)'], result.stderr[-2000:]
+  result = run_main('--config=configs/tiny.py', '--workdir=/nonexistent/run',
+                    '--config.train.num_steps=many')
+  assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+  assert "--config.train.num_steps=many" in result.stderr
+
+
+def test_help_lists_the_configs_and_print_config_shows_the_overrides():
+  result = run_main('--help')
+  assert result.returncode == 0
+  assert 'cityscapes_tce' in result.stdout and 'synthetic_mcce' in result.stdout
+  result = run_main('--config=configs/tiny.py', '--print_config', '--config.tce.t=3')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 't: 3.0' in result.stdout and 'backbone: resnet18' in result.stdout
+
+
+def test_unknown_field_suggestions():
+  from tce_jax import cli  # pylint: disable=g-import-not-at-top
+  argv = ['main', '--config=configs/synthetic_tce.py', '--config.train.num_stepz=3']
+  message = cli.unknown_field_message(argv)
+  assert message.startswith('--config.train.num_stepz: configs/synthetic_tce.py has no field')
+  assert 'train.num_steps' in message
+  assert cli.unknown_field_message(['main', '--config=configs/synthetic_tce.py',
+                                    '--config.tce.t=2']) is None
+  assert 'tiny' in cli.available_configs() and 'default' in cli.available_configs()

@@ -38,6 +38,15 @@ def test_evaluate_command_writes_record_with_fairness(runs):
   with open(os.path.join(runs['tce'], 'eval', '4.json')) as f:
     assert json.load(f) == plain  # the run's own record is not replaced by a TTA one
   assert plain['protocol']['scales'] == [1.0] and not plain['protocol']['flip']
+  assert list(plain['fairness_extra']['recall'])[:2] == ['road', 'sidewalk']
+  with open(os.path.join(runs['tce'], 'eval', '4.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert [r['class'] for r in rows] == list(plain['per_class_iou'])
+  assert list(rows[0]) == ['class', 'iou', 'precision', 'recall', 'labelled_pixels',
+                           'predicted_pixels']
+  assert sum(int(r['labelled_pixels']) for r in rows) == sum(map(sum, plain['confusion_matrix']))
+  road = plain['per_class_iou']['road']
+  assert float(rows[0]['iou']) == pytest.approx(road, abs=1e-4)
   with open(os.path.join(runs['tce'], 'eval', '4_ms0.75-1_flip.json')) as f:
     written = json.load(f)
   assert set(written['fairness']) >= {'miou', 'sorted_bottom', 'percentile_top_miou', 'worst',
@@ -65,9 +74,9 @@ def test_report_renders_every_file(runs, tmp_path):
   assert result['reference'] == 'mcce'
   assert result['labels']['mcce']['runs'] == [runs['mcce_s0'], runs['mcce_s1']]
   for name in ('report.md', 'report.csv', 'report.json', 'per_class_iou.png', 'fairness.png',
-               'qualitative.png'):
+               'qualitative.png', 'confusion.png', 'confusion.pdf'):
     assert (out / name).stat().st_size > 0, name
-  for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png'):
+  for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png', 'confusion.png'):
     with Image.open(out / name) as image:
       assert image.width >= 400 and image.height >= 300, (name, image.size)
       assert np.asarray(image.convert('L')).std() > 5, f'{name} looks blank'

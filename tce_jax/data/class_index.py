@@ -135,8 +135,10 @@ def compute_image_sizes(source: SegmentationSource, *, progress: bool = True,
                                     desc=f'image sizes of {source.name}/{source.split}',
                                     disable=not progress, mininterval=2.0)),
                      np.int32).reshape(len(source), 2)
-  logging.info('Image sizes of %s/%s: %d images in %.1fs.', source.name, source.split,
-               len(source), time.perf_counter() - start)
+  elapsed = time.perf_counter() - start
+  logging.log(logging.INFO if elapsed > 10 else logging.DEBUG,
+              'Image sizes of %s/%s: %d images in %.1fs.', source.name, source.split,
+              len(source), elapsed)
   return sizes
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import os
 import shutil
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -109,7 +112,14 @@ def get_builder(config: ml_collections.ConfigDict):
           f'Dataset {config.dataset.name!r} is not prepared in {builder.data_dir}. Prepare it '
           f'with: python -m tce_jax.prepare --dataset={config.dataset.name} '
           '--manual_dir=DIR_WITH_THE_ARCHIVES')
-    builder.download_and_prepare(file_format='array_record')
+    logging.info('Generating the %s dataset into %s (once; later runs reuse it).',
+                 config.dataset.name, builder.data_dir)
+    start = time.perf_counter()
+    tfds.disable_progress_bar()  # its bars would sit among the run's log lines
+    with contextlib.redirect_stdout(io.StringIO()):  # tfds' "Downloading and preparing ..."
+      builder.download_and_prepare(file_format='array_record')
+    logging.info('Generated the %s dataset in %.0f s.', config.dataset.name,
+                 time.perf_counter() - start)
   return builder
 
 

@@ -4,9 +4,9 @@
 
 Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), groups runs by
 label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),
-and writes report.md, report.csv, report.json, per_class_iou.png, fairness.png and
-qualitative.png (validation images where the reference's worst classes appear, with every
-label's prediction) into DIR. Classes are sorted by the reference's IoU, worst first.
+and writes report.md, report.csv, report.json, and the figures per_class_iou, fairness,
+confusion and qualitative (validation images where the reference's worst classes appear,
+with every label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 import re
 from typing import Sequence
@@ -164,13 +165,17 @@ def markdown(report: dict) -> str:
             '|---|' + '---|' * len(labels)]
   for c in report['class_order']:
     entries = [report['labels'][l]['per_class_iou'][c] for l in labels]
-    best = max((e['mean'] for e in entries if e['mean'] is not None), default=None)
-    lines.append(f'| {c} | ' + ' | '.join(_cell(e, e['mean'] == best) for e in entries) + ' |')
+    shown = [None if e['mean'] is None else round(e['mean'], 1) for e in entries]
+    best = max((v for v in shown if v is not None), default=None)
+    tie = len({v for v in shown if v is not None}) <= 1  # nothing to single out
+    lines.append(f'| {c} | ' + ' | '.join(_cell(e, not tie and v == best)
+                                          for e, v in zip(entries, shown)) + ' |')
   lines += ['\n## Fairness\n', '| model | ' + ' | '.join(STATS) + ' |',
             '|---|' + '---|' * len(STATS)]
   for label in labels:
     stats = report['labels'][label]['fairness']
     lines.append(f'| {label} | ' + ' | '.join(_cell(stats[k]) for k in STATS) + ' |')
+  lines.append('\nBold: the best value of a row as printed (none when all print alike).')
   lines.append('\nsorted_bottom/top: mean IoU over the reference\'s k worst/best classes; '
                'percentile_*: the quantile of the model\'s own IoUs and the mean beyond it; '
                'std: sample standard deviation over classes.')
@@ -190,21 +195,62 @@ def write_csv(report: dict, path: str):
                       entry['fairness'][k]['std']])
 
 
-def _grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: str):
+# Okabe & Ito's colour-blind-safe palette, one colour per compared label.
+PALETTE = ('#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442',
+           '#000000')
+# Readable names of the fairness statistics, and the figure panel each belongs to.
+STAT_NAMES = {
+    'miou': 'mIoU', 'sorted_bottom': "reference's worst k", 'sorted_top': "reference's best k",
+    'percentile_bottom_miou': 'below bottom quantile', 'percentile_top_miou':
+    'above top quantile', 'worst': 'worst class', 'percentile_bottom': 'bottom quantile',
+    'percentile_top': 'top quantile', 'std': 'std over classes'}
+STAT_PANELS = (
+    ('Mean IoU of class groups (%)', ('miou', 'sorted_bottom', 'sorted_top',
+                                      'percentile_bottom_miou', 'percentile_top_miou',
+                                      'worst')),
+    ('Quantile thresholds (IoU %)', ('percentile_bottom', 'percentile_top')),
+    ('Spread (IoU points)', ('std',)),
+)
+
+
+def _save(fig, out: str, name: str):
+  """name.png (for viewing) and name.pdf (vector, for papers)."""
+  for ext in ('png', 'pdf'):
+    fig.savefig(os.path.join(out, f'{name}.{ext}'), dpi=100)
+
+
+def _grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: str, *,
+                  values: bool = False, legend: bool = True):
+  """Bars per group, one colour per series (mean, std); zero-height bars get a marker so
+  they stay visible; `values` writes each mean above its bar."""
   width = 0.8 / max(len(series), 1)
   x = np.arange(len(groups))
   for i, (name, (mean, std)) in enumerate(series.items()):
-    ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(mean), width,
-           yerr=std if np.any(std) else None, label=name, capsize=2)
+    colour = PALETTE[i % len(PALETTE)]
+    position = x + (i - (len(series) - 1) / 2) * width
+    height = np.nan_to_num(mean)
+    ax.bar(position, height, width, yerr=std if np.any(std) else None, label=name,
+           color=colour, capsize=2, error_kw={'elinewidth': 0.8})
+    zero = np.isfinite(mean) & (np.abs(height) < 0.05)
+    ax.plot(position[zero], np.zeros(zero.sum()), linestyle='none', marker='_',
+            markersize=max(4.0, 60 * width), markeredgewidth=2.5, color=colour)
+    if values:
+      for px, v in zip(position, mean):
+        if np.isfinite(v):
+          ax.annotate(f'{v:.1f}', (px, v), xytext=(0, 2), textcoords='offset points',
+                      ha='center', va='bottom', fontsize=7)
   ax.set_xticks(x)
-  ax.set_xticklabels(groups, rotation=45, ha='right')
+  ax.set_xticklabels(groups, rotation=45 if len(groups) > 3 else 0,
+                     ha='right' if len(groups) > 3 else 'center')
   ax.set_ylabel(ylabel)
-  ax.legend()
+  if legend:
+    ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
+  ax.set_axisbelow(True)
 
 
 def plot_bars(report: dict, out: str):
-  """per_class_iou.png and fairness.png."""
+  """per_class_iou.png / .pdf and fairness.png / .pdf."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -214,19 +260,26 @@ def plot_bars(report: dict, out: str):
             for label, e in report['labels'].items()}
   fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) + 2), 5))
   _grouped_bars(ax, classes, series, 'IoU (%)')
-  ax.set_title(f"Per-class IoU, classes sorted by the reference ({report['reference']})")
+  ax.set_title(f"Per-class IoU (mean ± std over runs), classes sorted by the reference "
+               f"({report['reference']}), worst first; a dash marks 0")
   fig.tight_layout()
-  fig.savefig(os.path.join(out, 'per_class_iou.png'), dpi=100)
+  _save(fig, out, 'per_class_iou')
   plt.close(fig)
-  series = {label: (np.array([e['fairness'][k]['mean'] for k in STATS]),
-                    np.array([e['fairness'][k]['std'] for k in STATS]))
-            for label, e in report['labels'].items()}
-  fig, ax = plt.subplots(figsize=(10, 5))
-  _grouped_bars(ax, list(STATS), series, 'IoU (%)')
-  ax.set_title(f"Fairness statistics (fraction {report['fraction']}, reference "
-               f"{report['reference']})")
+  widths = [len(keys) + 1 for _, keys in STAT_PANELS]
+  fig, axes = plt.subplots(1, len(STAT_PANELS), figsize=(13, 4.8),
+                           gridspec_kw={'width_ratios': widths})
+  for i, (ax, (title, keys)) in enumerate(zip(axes, STAT_PANELS)):
+    series = {label: (np.array([_nan(e['fairness'][k]['mean']) for k in keys]),
+                      np.array([_nan(e['fairness'][k]['std']) for k in keys]))
+              for label, e in report['labels'].items()}
+    _grouped_bars(ax, [STAT_NAMES[k] for k in keys], series, '', values=True,
+                  legend=i == 0)
+    ax.set_title(title, fontsize=10)
+    ax.margins(y=0.12)
+  fig.suptitle(f"Fairness statistics against the reference ({report['reference']}); "
+               f"k and quantiles at the fraction {report['fraction']}", fontsize=11)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, 'fairness.png'), dpi=100)
+  _save(fig, out, 'fairness')
   plt.close(fig)
 
 
@@ -266,8 +319,7 @@ def plot_confusion(runs: list[dict], report: dict, out: str):
   ax.set_title(f'Confusion of {report["reference"]} ({len(group)} run(s)): each row sums to '
                '100%; blank rows: classes absent from the labels', fontsize=10)
   fig.tight_layout()
-  for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(out, f'confusion.{ext}'), dpi=100)
+  _save(fig, out, 'confusion')
   plt.close(fig)
 
 
@@ -315,10 +367,19 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
       if row == 0:
         axes[row, col].set_title(columns[col], fontsize=9)
     axes[row, 0].set_ylabel(f'#{chosen[row]}', fontsize=8)
-  fig.suptitle('Reference\'s worst classes: ' + ', '.join(report['class_order'][:3]),
-               fontsize=10)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'qualitative.png'), dpi=100)
+  fig.suptitle('Validation images where the reference\'s worst classes (' +
+               ', '.join(report['class_order'][:3]) + ') appear most', fontsize=10)
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  shown = sorted(set(np.concatenate([np.unique(e['label']) for e in examples] +
+                                    [np.unique(p) for ps in predictions.values() for p in ps])))
+  handles = [Patch(facecolor=np.asarray(spec.palette[c]) / 255, edgecolor='grey',
+                   label=names[c]) for c in shown if c < len(names)]
+  handles.append(Patch(facecolor='black', edgecolor='grey',
+                       label='ignored (unlabelled, not scored)'))
+  fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(handles) / 6), 1, 1))
+  _save(fig, out, 'qualitative')
   plt.close(fig)
 
 

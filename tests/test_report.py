@@ -120,3 +120,19 @@ def test_report_warns_when_runs_differ_in_protocol_or_step(runs, tmp_path, caplo
   assert 'different training steps' in (out / 'report.md').read_text()
   clean = report.make_report([runs['mcce_s0'], runs['mcce_s1']], str(out), qualitative_images=0)
   assert clean['warnings'] == [] and '**Warning**' not in (out / 'report.md').read_text()
+
+
+def test_bold_follows_the_printed_values():
+  """0.03 prints as 0.0: beside a 0.0 it is a tie, and a row of ties bolds nothing."""
+  def entry(*means):
+    return {'runs': ['r'], 'steps': [4],
+            'per_class_iou': {c: {'mean': m, 'std': 0.0} for c, m in zip('abc', means)},
+            'fairness': {k: {'mean': 1.0, 'std': 0.0} for k in report.STATS}}
+  table = {'reference': 'x', 'fraction': 0.25, 'class_order': ['a', 'b', 'c'],
+           'excluded_classes': [], 'labels': {'x': entry(0.03, 5.0, 7.26),
+                                              'y': entry(0.0, 5.04, 7.24)}}
+  rows = {line.split(' | ')[0][2:]: line for line in report.markdown(table).splitlines()
+          if line.startswith('| ') and line[2] in 'abc'}
+  assert rows['a'] == '| a | 0.0 | 0.0 |'
+  assert rows['b'] == '| b | 5.0 | 5.0 |'
+  assert rows['c'] == '| c | **7.3** | 7.2 |'

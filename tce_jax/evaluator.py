@@ -353,9 +353,8 @@ class Evaluator:
           return jax.make_array_from_process_local_data(sharding, x)
         self.canvases.add(planned.canvas)
         if self.original:
-          scores = self._predict(variables, to_device(batch['image']),
-                                 to_device(batch['size']))
           sizes, label_sizes = to_device(batch['size']), to_device(batch['label_size'])
+          scores = self._predict(variables, to_device(batch['image']), sizes)
           for t in range(planned.num_tiles):
             per_batch.append(self._score(scores, sizes, to_device(batch['label'][:, t]),
                                          label_sizes, to_device(batch['tile_offset'][:, t])))

@@ -4,8 +4,6 @@ each checked against an independent numpy reference."""
 
 import functools
 import logging
-import os
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -21,35 +19,17 @@ from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
-from test_real_datasets import jpg, png
+from test_real_datasets import make_ade20k_archive
 
 # ADE20k-like validation images: 4:3 / 3:4 and nearby aspect ratios at many sizes (14 distinct).
 VAL_SIZES = [(48, 64), (60, 80), (72, 96), (66, 88), (40, 50), (50, 70), (56, 84), (63, 81),
              (45, 60), (64, 48), (80, 60), (96, 72), (70, 56), (81, 63)]
 
 
-def make_archive(folder, sizes=VAL_SIZES):
-  rng = np.random.default_rng(3)
-  with zipfile.ZipFile(os.path.join(folder, 'ADEChallengeData2016.zip'), 'w') as z:
-    for subset, prefix, shapes in (('training', 'ADE_train', [(48, 64), (64, 48)]),
-                                   ('validation', 'ADE_val', sizes)):
-      for i, (h, w) in enumerate(shapes, 1):
-        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        label = np.zeros((h, w), np.uint8)
-        label[h // 2:] = 4
-        label[:h // 3, :w // 2] = 1 + i % 7
-        label[h // 3:h // 2, w // 3:] = 13
-        stem = f'{prefix}_{i:08d}'
-        z.writestr(f'ADEChallengeData2016/images/{subset}/{stem}.jpg', jpg(image))
-        z.writestr(f'ADEChallengeData2016/annotations/{subset}/{stem}.png', png(label))
-    z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
-    z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
-
-
 @pytest.fixture(scope='module')
 def ade_config(tmp_path_factory):
   manual = tmp_path_factory.mktemp('ade_sizes_manual')
-  make_archive(manual)
+  make_ade20k_archive(manual, training_sizes=[(48, 64), (64, 48)], validation_sizes=VAL_SIZES)
   data_dir = str(tmp_path_factory.mktemp('ade_sizes_tfds'))
   prepare.prepare('ade20k', manual_dir=str(manual), data_dir=data_dir)
   config = ade20k_mcce.get_config()

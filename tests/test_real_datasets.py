@@ -66,12 +66,17 @@ def make_cityscapes_archives(folder, bad_id=None):
   gt.close()
 
 
-def make_ade20k_archive(folder, *, bad_label=False, mismatch=False):
-  rng = np.random.default_rng(1)
+def make_ade20k_archive(folder, *, bad_label=False, mismatch=False, training_sizes=None,
+                        validation_sizes=None, seed=1):
+  """ADEChallengeData2016.zip with images of the given (height, width) sizes (default: 3
+  training and 2 validation images alternating 96 x 128 and 120 x 90)."""
+  rng = np.random.default_rng(seed)
+  default = [(96, 128), (120, 90)]
+  subsets = (('training', 'ADE_train', training_sizes or default + default[:1]),
+             ('validation', 'ADE_val', validation_sizes or default))
   with zipfile.ZipFile(os.path.join(folder, 'ADEChallengeData2016.zip'), 'w') as z:
-    for subset, prefix, count in (('training', 'ADE_train', 3), ('validation', 'ADE_val', 2)):
-      for i in range(1, count + 1):
-        h, w = (96, 128) if i % 2 else (120, 90)
+    for subset, prefix, sizes in subsets:
+      for i, (h, w) in enumerate(sizes, 1):
         stem = f'{prefix}_{i:08d}'
         image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
         label = np.zeros((h, w), np.uint8)  # 0 = other

@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 import time
-import zipfile
 
 from absl import app
 from absl import flags
@@ -33,6 +32,7 @@ from tce_jax import train
 from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index
 from tce_jax.data import datasets
+from tce_jax.data import fake_archives
 from tce_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -55,31 +55,6 @@ def fake_sizes(num_images: int, seed: int = 0) -> list[tuple[int, int]]:
   short = rng.integers(48, 129, num_images)
   return [(int(s), int(round(s * a))) if a >= 1 else (int(round(s / a)), int(s))
           for a, s in zip(aspects, short)]
-
-
-def write_archive(folder: str, sizes) -> None:
-  import io  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  def encode(array, fmt):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-  rng = np.random.default_rng(1)
-  with zipfile.ZipFile(os.path.join(folder, 'ADEChallengeData2016.zip'), 'w') as z:
-    for subset, prefix, shapes in (('training', 'ADE_train', sizes[:2]),
-                                   ('validation', 'ADE_val', sizes)):
-      for i, (h, w) in enumerate(shapes, 1):
-        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        label = rng.integers(0, 151, (h // 8 + 1, w // 8 + 1), dtype=np.uint8)
-        label = np.kron(label, np.ones((8, 8), np.uint8))[:h, :w]  # 8 x 8 blocks of classes
-        stem = f'{prefix}_{i:08d}'
-        z.writestr(f'ADEChallengeData2016/images/{subset}/{stem}.jpg', encode(image, 'JPEG'))
-        z.writestr(f'ADEChallengeData2016/annotations/{subset}/{stem}.png',
-                   encode(label, 'PNG'))
-    z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
-    z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
 
 
 class CompileLog(logging.Handler):
@@ -172,7 +147,8 @@ def main(argv):
     return
   sizes = fake_sizes(num_images)
   with tempfile.TemporaryDirectory() as tmp:
-    write_archive(tmp, sizes)
+    fake_archives.make_ade20k_archive(tmp, training_sizes=sizes[:2], validation_sizes=sizes,
+                                      pattern='blocks')
     prepare.prepare('ade20k', manual_dir=tmp, data_dir=os.path.join(tmp, 'tfds'), verify=False)
     config = ade20k_mcce.get_config()
     config.update_from_flattened_dict({

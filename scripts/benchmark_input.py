@@ -10,23 +10,19 @@ through the real path (`tce_jax.prepare`), and times the real training pipeline 
 0.5-2.0, pad, 769 x 769 crop, flip, batching) with 1 and more host threads.
 """
 
-import io
 import os
 import tempfile
 import time
-import zipfile
 
 from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image
 
 from tce_jax.configs import cityscapes_mcce
 from tce_jax import prepare
-from tce_jax.data import classes
 from tce_jax.data import datasets
+from tce_jax.data import fake_archives
 from tce_jax.data import pipeline
-from tce_jax.data.synthetic_scenes import render_scene
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('images', 8, 'Fake training images to write.')
@@ -37,29 +33,10 @@ flags.DEFINE_float('gpu_steps_per_s', 1.0, 'Assumed train steps/s of one GPU (fo
                    'estimate; not measured here).')
 
 
-def _png(array) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
-def write_archives(folder: str, num_images: int):
-  raw_id = np.array(classes.CITYSCAPES_LABEL_IDS + (0,), np.uint8)
-  with zipfile.ZipFile(os.path.join(folder, 'leftImg8bit_trainvaltest.zip'), 'w') as left, \
-      zipfile.ZipFile(os.path.join(folder, 'gtFine_trainvaltest.zip'), 'w') as gt:
-    for split, count in (('train', num_images), ('val', 1), ('test', 1)):
-      for i in range(count):
-        image, label = render_scene(np.random.default_rng(i), 1024, 2048)
-        stem = f'city_000000_{i:06d}'
-        label = raw_id[np.where(label == 255, 19, label)]  # train ids -> raw label ids
-        left.writestr(f'leftImg8bit/{split}/city/{stem}_leftImg8bit.png', _png(image))
-        gt.writestr(f'gtFine/{split}/city/{stem}_gtFine_labelIds.png', _png(label))
-
-
 def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as tmp:
-    write_archives(tmp, FLAGS.images)
+    fake_archives.make_cityscapes_scene_archives(tmp, FLAGS.images)
     size = os.path.getsize(os.path.join(tmp, 'leftImg8bit_trainvaltest.zip')) / FLAGS.images
     prepare.prepare('cityscapes', manual_dir=tmp, data_dir=os.path.join(tmp, 'tfds'),
                     verify=False)

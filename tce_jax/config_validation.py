@@ -16,6 +16,7 @@ from tce_jax import evaluator
 from tce_jax import losses
 from tce_jax import models
 from tce_jax import sampling
+from tce_jax.models import pretrained
 from tce_jax.data import datasets
 
 
@@ -134,3 +135,4 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   if config.dataset.train_split == config.dataset.eval_split:
     _fail('dataset.eval_split', config.dataset.eval_split, 'must differ from the train split')
   sampling.SAMPLERS[config.sampling.name].check_config(config)
+  pretrained.check_config(config)

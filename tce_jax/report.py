@@ -28,6 +28,7 @@ import numpy as np
 from tce_jax import cli
 from tce_jax import fairness
 from tce_jax import records
+from tce_jax.models import pretrained
 
 FLAGS = flags.FLAGS
 
@@ -89,6 +90,10 @@ def comparability_warnings(runs: list[dict]) -> list[str]:
     warnings_.append('The runs were evaluated under different protocols, so their numbers are '
                      f'not comparable: {described}. Evaluate them alike (python -m '
                      'tce_jax.evaluate --workdir=RUN with the same flags).')
+  inits = {r['run']: pretrained.describe_init(r['config']) for r in runs}
+  if len(set(inits.values())) > 1:
+    warnings_.append('The runs start from different backbone weights: ' +
+                     ', '.join(f'{run}: {init}' for run, init in inits.items()) + '.')
   steps = {r['run']: r['eval']['step'] for r in runs}
   if len(set(steps.values())) > 1:
     warnings_.append('The runs were evaluated at different training steps: ' +
@@ -122,6 +127,7 @@ def summarize_runs(runs: list[dict], reference_run: str, fraction: float) -> dic
     summary[label] = {
         'runs': [r['run'] for r in group],
         'steps': [r['eval']['step'] for r in group],
+        'backbone': sorted({pretrained.describe_init(r['config']) for r in group}),
         'per_class_iou': {c: {'mean': _num(m), 'std': _num(s)}
                           for c, m, s in zip(classes, iou_mean, iou_std)},
         'fairness': {k: {'mean': float(m), 'std': float(s)}
@@ -156,8 +162,9 @@ def markdown(report: dict) -> str:
                f"first; fairness fraction {report['fraction']}. IoU in percent, mean ± std "
                'over runs sharing a label.\n')
   for label, entry in report['labels'].items():
-    lines.append(f"- {label}: {len(entry['runs'])} run(s), step {entry['steps']}: "
-                 + ', '.join(entry['runs']))
+    backbone = '; '.join(entry.get('backbone', [])) or 'not recorded'
+    lines.append(f"- {label}: {len(entry['runs'])} run(s), step {entry['steps']}, backbone "
+                 f"{backbone}: " + ', '.join(entry['runs']))
   if report['excluded_classes']:
     lines.append(f"\nLeft out (absent from the reference's evaluation): "
                  f"{', '.join(report['excluded_classes'])}")

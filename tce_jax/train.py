@@ -223,10 +223,11 @@ class Experiment:
     state = jax.jit(functools.partial(create_train_state, self.config, self.model, self.tx,
                                       self.sampler),
                     out_shardings=replicated)()
-    if self.config.model.pretrained:  # ImageNet weights for the backbone
+    weights = pretrained.weights_dir(self.config)
+    if weights is not None:  # ImageNet weights for the backbone
       variables = pretrained.apply_backbone(
           {'params': state.params, 'batch_stats': state.batch_stats},
-          pretrained.load_backbone(self.config.model.pretrained))
+          pretrained.load_backbone(weights))
       state = state.replace(**jax.device_put(variables, replicated))
     return state
 
@@ -470,8 +471,9 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
   learning_rate = create_learning_rate_fn(config)
-  logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.name,
-               start_step, num_steps, jax.device_count(), jax.process_count())
+  logging.info('Training %s from step %d to %d on %d devices (%d processes); backbone %s.',
+               config.name, start_step, num_steps, jax.device_count(), jax.process_count(),
+               pretrained.describe_init(config))
   window, unchecked, record = [], [], None
 
   def check_finite():

@@ -6,6 +6,20 @@ import sys
 # Must happen before JAX is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent XLA compilation cache for the whole run: the test workers, the in-process
+# runs and the `python -m tce_jax.main` subprocesses compile the same tiny programs over and
+# over (each run builds its own jitted step), and on XLA:CPU compiling is most of a test's
+# time. The cache is keyed by the program, the flags and the versions, so a hit is the very
+# executable a compile would give. Made here, in the first process (pytest-xdist's workers
+# inherit the variable), and removed when that process ends; JAX_COMPILATION_CACHE_DIR set
+# by the caller is used as it is and kept.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import atexit  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='tce_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import tce_jax  # noqa: E402,F401  (adds its XLA:CPU flags before JAX starts a backend)
 import jax  # noqa: E402

@@ -19,7 +19,7 @@ from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
-from test_real_datasets import make_ade20k_archive
+from tce_jax.data.fake_archives import make_ade20k_archive
 
 # ADE20k-like validation images: 4:3 / 3:4 and nearby aspect ratios at many sizes (14 distinct).
 VAL_SIZES = [(48, 64), (60, 80), (72, 96), (66, 88), (40, 50), (50, 70), (56, 84), (63, 81),

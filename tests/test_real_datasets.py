@@ -2,101 +2,29 @@
 like the official ones (same folders and file names). Nothing is downloaded."""
 
 import importlib
-import io
-import os
-import zipfile
+import json
+import subprocess
+import sys
 
 import numpy as np
-from PIL import Image
 import pytest
 
+from tce_jax import config_validation
 from tce_jax import prepare
+from tce_jax import report
 from tce_jax import train
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data.ade20k import PreparationError
+from tce_jax.data.fake_archives import make_ade20k_archive
+from tce_jax.data.fake_archives import make_cityscapes_archives
 
-CITIES = {'train': ['aachen', 'bochum'], 'val': ['frankfurt'], 'test': ['berlin']}
-
-
-def png(array) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
-def jpg(array) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='JPEG', quality=90)
-  return buffer.getvalue()
-
-
-def cityscapes_label(rng, bad_id=None):
-  """Raw label ids (gtFine_labelIds) at 1024 x 2048: sky, building, road, a car, a person."""
-  label = np.full((1024, 2048), 23, np.uint8)  # sky
-  label[300:500] = 11  # building
-  label[500:] = 7  # road
-  label[900:] = 1  # ego vehicle (ignored)
-  x = rng.integers(0, 1800)
-  label[600:800, x:x + 200] = 26  # car
-  label[550:750, 100:140] = 24  # person
-  label[0:10, 0:10] = 0  # unlabeled
-  if bad_id is not None:
-    label[20:30, 20:30] = bad_id
-  return label
-
-
-def make_cityscapes_archives(folder, bad_id=None):
-  rng = np.random.default_rng(0)
-  image = np.zeros((1024, 2048, 3), np.uint8)
-  image[:500] = (70, 130, 180)
-  image[500:] = (128, 64, 128)
-  left = zipfile.ZipFile(os.path.join(folder, 'leftImg8bit_trainvaltest.zip'), 'w')
-  gt = zipfile.ZipFile(os.path.join(folder, 'gtFine_trainvaltest.zip'), 'w')
-  for split, cities in CITIES.items():
-    for city in cities:
-      for frame in (19, 29):
-        stem = f'{city}_000000_0000{frame}'
-        left.writestr(f'leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png', png(image))
-        label = cityscapes_label(rng, bad_id if split == 'train' else None)
-        gt.writestr(f'gtFine/{split}/{city}/{stem}_gtFine_labelIds.png', png(label))
-        gt.writestr(f'gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png', png(label))
-        gt.writestr(f'gtFine/{split}/{city}/{stem}_gtFine_polygons.json', '{}')
-  left.close()
-  gt.close()
-
-
-def make_ade20k_archive(folder, *, bad_label=False, mismatch=False, training_sizes=None,
-                        validation_sizes=None, seed=1):
-  """ADEChallengeData2016.zip with images of the given (height, width) sizes (default: 3
-  training and 2 validation images alternating 96 x 128 and 120 x 90)."""
-  rng = np.random.default_rng(seed)
-  default = [(96, 128), (120, 90)]
-  subsets = (('training', 'ADE_train', training_sizes or default + default[:1]),
-             ('validation', 'ADE_val', validation_sizes or default))
-  with zipfile.ZipFile(os.path.join(folder, 'ADEChallengeData2016.zip'), 'w') as z:
-    for subset, prefix, sizes in subsets:
-      for i, (h, w) in enumerate(sizes, 1):
-        stem = f'{prefix}_{i:08d}'
-        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        label = np.zeros((h, w), np.uint8)  # 0 = other
-        label[h // 2:] = 4  # floor -> train id 3
-        label[:h // 4, :w // 2] = 150  # flag -> 149
-        label[h // 4:h // 2, w // 2:] = 1  # wall -> 0
-        if bad_label and subset == 'training' and i == 2:
-          label[0, 0] = 200
-        if mismatch and subset == 'validation' and i == 1:
-          label = label[:-2]
-        z.writestr(f'ADEChallengeData2016/images/{subset}/{stem}.jpg', jpg(image))
-        z.writestr(f'ADEChallengeData2016/annotations/{subset}/{stem}.png', png(label))
-    z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
-    z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
-
+from conftest import ROOT, subprocess_env
 
 @pytest.fixture(scope='module')
 def cityscapes_dirs(tmp_path_factory):
   manual = tmp_path_factory.mktemp('cityscapes_manual')
-  make_cityscapes_archives(manual)
+  make_cityscapes_archives(str(manual))
   data_dir = str(tmp_path_factory.mktemp('cityscapes_tfds'))
   sizes = prepare.prepare('cityscapes', manual_dir=str(manual), data_dir=data_dir)
   return data_dir, sizes
@@ -105,26 +33,20 @@ def cityscapes_dirs(tmp_path_factory):
 @pytest.fixture(scope='module')
 def ade20k_dirs(tmp_path_factory):
   manual = tmp_path_factory.mktemp('ade_manual')
-  make_ade20k_archive(manual)
+  make_ade20k_archive(str(manual))
   data_dir = str(tmp_path_factory.mktemp('ade_tfds'))
   sizes = prepare.prepare('ade20k', manual_dir=str(manual), data_dir=data_dir)
   return data_dir, sizes
 
 
 def config_for(name, data_dir):
+  """`name` at the test dry run's tiny sizes (scripts/reproduce.py): 2 steps on a ResNet-18."""
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from reproduce import dry_run_overrides  # pylint: disable=g-import-not-at-top
   base = importlib.import_module(f'configs.{name}').get_config()
   base.dataset.data_dir = data_dir
-  config = tiny_config(base, {'train.num_steps': 2, 'train.log_every': 1,
-                              'train.eval_every': 2, 'train.checkpoint_every': 2,
-                              'input.eval_batch_size': 2, 'train.batch_size': 2})
-  config.input.crop_size = (64, 64)
-  config.model.upernet_channels = 16
-  config.model.aux_channels = 8
-  if name.startswith('ade20k'):
-    config.input.base_size = (256, 64)  # the recipe's shape, scaled to the tiny images
-    config.input.eval_size = (256, 64)
-  return config
+  return tiny_config(base, dry_run_overrides(name.split('_')[0], width=8,
+                                                 backbone='resnet18'))
 
 
 def test_cityscapes_splits_and_label_mapping(cityscapes_dirs):
@@ -152,14 +74,55 @@ def test_ade20k_splits_and_label_mapping(ade20k_dirs):
   assert set(np.unique(labels)) == {0, 3, 149, 255}
 
 
-@pytest.mark.parametrize('name', ['cityscapes_mcce', 'cityscapes_focal', 'cityscapes_tce',
-                                  'ade20k_mcce', 'ade20k_focal', 'ade20k_tce'])
-def test_configs_train_on_prepared_fake_archives(name, cityscapes_dirs, ade20k_dirs,
-                                                 tmp_path):
-  data_dir = (cityscapes_dirs if name.startswith('cityscapes') else ade20k_dirs)[0]
-  record = train.train_and_evaluate(config_for(name, data_dir), str(tmp_path))
-  assert record['step'] == 2
-  assert len(record['per_class_iou']) == (19 if name.startswith('cityscapes') else 150)
+REAL_CONFIGS = ['cityscapes_mcce', 'cityscapes_focal', 'cityscapes_tce', 'ade20k_mcce',
+                'ade20k_focal', 'ade20k_tce']
+
+
+@pytest.mark.parametrize('name', REAL_CONFIGS)
+def test_real_configs_require_imagenet_weights(name, tmp_path):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  with pytest.raises(ValueError, match=r'^config\.model\.pretrained is not set') as error:
+    config_validation.validate_config(config, num_devices=1)
+  message = str(error.value)
+  assert f'{name} starts from ImageNet weights' in message
+  assert ('python scripts/convert_resnet.py --input=resnet101.safetensors --depth=resnet101 '
+          '--output=weights/resnet101_imagenet') in message
+  assert '--config.model.pretrained=weights/resnet101_imagenet' in message
+  assert '--config.model.pretrained=none' in message
+  config.model.pretrained = 'none'  # from scratch, on purpose
+  config_validation.validate_config(config, num_devices=1)
+  config.model.pretrained = str(tmp_path / 'missing')
+  with pytest.raises(ValueError, match=r"pretrained='.*missing' does not exist. Make it with "
+                                       'python scripts/convert_resnet.py'):
+    config_validation.validate_config(config, num_devices=1)
+
+
+def test_main_without_weights_stops_before_building_anything(tmp_path):
+  workdir = tmp_path / 'run'
+  result = subprocess.run([sys.executable, '-m', 'tce_jax.main',
+                           '--config=configs/cityscapes_tce.py', f'--workdir={workdir}'],
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'Error: config.model.pretrained is not set, and cityscapes_tce starts from ImageNet')
+  assert not workdir.exists()  # nothing written, nothing compiled
+
+
+def test_training_from_scratch_on_purpose_is_recorded(cityscapes_dirs, tmp_path):
+  """pretrained=none: the run trains, config.json keeps 'none', the log and the report say
+  'from scratch'."""
+  config = config_for('cityscapes_mcce', cityscapes_dirs[0])
+  config.model.pretrained = 'none'
+  workdir = tmp_path / 'scratch'
+  record = train.train_and_evaluate(config, str(workdir))
+  assert record['step'] == 2 and len(record['per_class_iou']) == 19
+  with open(workdir / 'config.json') as f:
+    assert json.load(f)['model']['pretrained'] == 'none'
+  out = tmp_path / 'report'
+  report.make_report([str(workdir)], str(out), qualitative_images=0)
+  text = (out / 'report.md').read_text()
+  assert 'backbone from scratch (pretrained=none)' in text
 
 
 def test_missing_and_broken_archives_are_named(tmp_path):
@@ -174,7 +137,7 @@ def test_missing_and_broken_archives_are_named(tmp_path):
 
 
 def test_unknown_cityscapes_label_id_stops_preparation(tmp_path):
-  make_cityscapes_archives(tmp_path, bad_id=40)
+  make_cityscapes_archives(str(tmp_path), bad_id=40)
   data_dir = tmp_path / 'tfds'
   with pytest.raises(datasets.DataError, match=r'Unknown label ids \[40\].*image aachen_'):
     prepare.prepare('cityscapes', manual_dir=str(tmp_path), data_dir=str(data_dir))
@@ -187,7 +150,7 @@ def test_unknown_cityscapes_label_id_stops_preparation(tmp_path):
     ('mismatch', r'ADE_val_00000001.png is 128x94 but its image .* is 128x96'),
 ])
 def test_bad_ade20k_files_stop_preparation(tmp_path, problem, message):
-  make_ade20k_archive(tmp_path, **{problem: True})
+  make_ade20k_archive(str(tmp_path), **{problem: True})
   data_dir = tmp_path / 'tfds'
   with pytest.raises(PreparationError, match=message):
     prepare.prepare('ade20k', manual_dir=str(tmp_path), data_dir=str(data_dir))

@@ -1,6 +1,8 @@
 """MCCE on ADE20k (150 classes): UPerNet / ResNet-101 with mmsegmentation's ADE20k recipe.
 
 Needs the prepared dataset: python -m tce_jax.prepare --dataset=ade20k --manual_dir=DIR
+and ImageNet backbone weights: --config.model.pretrained=DIR from scripts/convert_resnet.py
+(or --config.model.pretrained=none to train from scratch on purpose). See docs/reproduce.md.
 """
 
 from tce_jax.configs import default
@@ -12,6 +14,7 @@ def get_config():
   config.dataset.name = 'ade20k'
   config.model.name = 'upernet'
   config.model.backbone = 'resnet101'
+  config.model.require_pretrained = True  # as in the paper (docs/reproduce.md)
   config.model.output_stride = 32
   config.model.eval_output_stride = 32
   config.input.crop_size = (512, 512)

@@ -1,6 +1,8 @@
 """MCCE on Cityscapes: DeepLabv3+ / ResNet-101, the paper's recipe (DeepLab preprocessing).
 
 Needs the prepared dataset: python -m tce_jax.prepare --dataset=cityscapes --manual_dir=DIR
+and ImageNet backbone weights: --config.model.pretrained=DIR from scripts/convert_resnet.py
+(or --config.model.pretrained=none to train from scratch on purpose). See docs/reproduce.md.
 """
 
 from tce_jax.configs import default
@@ -12,6 +14,7 @@ def get_config():
   config.dataset.name = 'cityscapes'
   config.model.name = 'deeplabv3plus'
   config.model.backbone = 'resnet101'
+  config.model.require_pretrained = True  # as in the paper (docs/reproduce.md)
   config.model.output_stride = 16
   config.model.eval_output_stride = 16
   config.input.crop_size = (769, 769)

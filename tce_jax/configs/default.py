@@ -54,8 +54,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout = 0.1  # before the classifier (after the ASPP projection in DeepLabv3+)
   config.model.bn_momentum = 0.9  # running-average decay (torch momentum 0.1)
   config.model.freeze_bn = False  # use running statistics in training (small per-device batch)
-  # Orbax checkpoint of ImageNet backbone weights (scripts/convert_resnet.py); None = random.
+  # Orbax checkpoint of ImageNet backbone weights (scripts/convert_resnet.py), or 'none' to
+  # train from scratch on purpose; None = not set (random init, unless require_pretrained).
   config.model.pretrained = ml_collections.FieldReference(None, field_type=str)
+  # True in the real-dataset configs: the paper's recipes start from ImageNet weights, so a
+  # run without model.pretrained is refused (pass --config.model.pretrained=none to really
+  # train from scratch; the run records it).
+  config.model.require_pretrained = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'mcce'  # a name of tce_jax.losses.LOSSES

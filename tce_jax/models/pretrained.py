@@ -68,6 +68,35 @@ def backbone_shapes(depth: str, width: int = 64) -> dict:
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
 
 
+def state_dict_from_variables(variables: Mapping, num_imagenet_classes: int = 1000
+                              ) -> dict[str, np.ndarray]:
+  """The inverse of `convert_state_dict`: backbone {'params', 'batch_stats'} as a torchvision
+  ResNet state dict (numpy, conv HWIO -> OIHW), with what a torchvision file also holds (the
+  ImageNet classifier `fc.*`, BatchNorm's `num_batches_tracked`). For rehearsals
+  (`scripts/reproduce.py --dry_run`) and tests: a randomly initialised backbone written this
+  way takes the path of a downloaded one."""
+  state = {}
+  for collection in ('params', 'batch_stats'):
+    for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
+      value = np.asarray(value, np.float32)
+      if value.ndim == 4:
+        value = value.transpose(3, 2, 0, 1)
+      state[torch_key(collection, path)] = np.ascontiguousarray(value)
+  for key in [k for k in state if k.endswith('.running_var')]:
+    state[key.removesuffix('running_var') + 'num_batches_tracked'] = np.zeros((), np.int64)
+  features = max(v.shape[0] for k, v in state.items() if k.startswith('layer4.') and v.ndim)
+  state['fc.weight'] = np.zeros((num_imagenet_classes, features), np.float32)
+  state['fc.bias'] = np.zeros((num_imagenet_classes,), np.float32)
+  return state
+
+
+def random_backbone(depth: str, width: int = 64, seed: int = 0) -> dict:
+  """A randomly initialised backbone's {'params', 'batch_stats'} (numpy)."""
+  model = ResNet(depth, width, norm=functools.partial(nn.BatchNorm, use_running_average=True))
+  variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3)))
+  return jax.tree.map(np.asarray, {k: variables[k] for k in ('params', 'batch_stats')})
+
+
 def convert_state_dict(state: Mapping[str, np.ndarray], depth: str, width: int = 64) -> dict:
   """{'params', 'batch_stats'} of the backbone from a torch state dict; ValueError lists every
   missing key, unexpected key and shape mismatch."""
@@ -103,6 +132,53 @@ def convert_state_dict(state: Mapping[str, np.ndarray], depth: str, width: int =
     raise ValueError(f'The weights do not fit a {depth} (width {width}) backbone: '
                      + '; '.join(problems))
   return converted
+
+
+# `config.model.pretrained` value that says "train from scratch, on purpose".
+FROM_SCRATCH = 'none'
+
+
+def weights_dir(config) -> str | None:
+  """The directory of the backbone weights a run starts from; None: random initialisation
+  (`config.model.pretrained` unset, or 'none')."""
+  path = config.model.pretrained
+  if path is None or path.strip().lower() == FROM_SCRATCH:
+    return None
+  return path
+
+
+def describe_init(config) -> str:
+  """How the backbone of a run was initialised, for records and reports."""
+  path = weights_dir(config)
+  if path is not None:
+    return f'pretrained ({path})'
+  if config.model.pretrained is not None:
+    return 'from scratch (pretrained=none)'
+  return 'from scratch'
+
+
+def check_config(config) -> None:
+  """Refuses, before anything is built, a run that needs ImageNet weights and has none, or
+  names a weights directory that does not exist (ValueError naming the flag)."""
+  path = weights_dir(config)
+  if path is not None:
+    if not os.path.isdir(path):
+      raise ValueError(
+          f'config.model.pretrained={path!r} does not exist. Make it with '
+          f'python scripts/convert_resnet.py --input=<ImageNet {config.model.backbone} '
+          f'.safetensors or .pth> --depth={config.model.backbone} --output={path} '
+          '(docs/reproduce.md)')
+    return
+  if config.model.require_pretrained and config.model.pretrained is None:
+    backbone = config.model.backbone
+    raise ValueError(
+        f'config.model.pretrained is not set, and {config.name or "this config"} starts from '
+        'ImageNet weights, as the paper does (config.model.require_pretrained). Convert '
+        f'torchvision\'s or timm\'s ImageNet {backbone} once: python scripts/convert_resnet.py '
+        f'--input={backbone}.safetensors --depth={backbone} '
+        f'--output=weights/{backbone}_imagenet (docs/reproduce.md), then pass '
+        f'--config.model.pretrained=weights/{backbone}_imagenet. To train from scratch on '
+        'purpose, pass --config.model.pretrained=none.')
 
 
 def save_backbone(variables: dict, directory: str):

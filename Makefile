@@ -12,6 +12,8 @@ RUNS ?= runs/synthetic_mcce runs/synthetic_tce
 OUT ?= reports/latest
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): XLA compiles on one core, so two workers keep two cores busy.
+TEST_WORKERS ?= 2
 
 .PHONY: train test evaluate report tensorboard install clean-venv
 
@@ -44,7 +46,7 @@ tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir runs/ $(ARGS)
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -54,6 +54,12 @@ def make_tiny_config(tiny_dataset_config):
   return lambda overrides=None: tiny_config(tiny_dataset_config, overrides)
 
 
+def pytest_collection_modifyitems(items):
+  """The slow end-to-end tests first: with two workers (make test), a long test started last
+  would leave one worker idle at the end."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)  # stable
+
+
 def pytest_report_header(config):
   return f'jax {jax.__version__}, devices: {jax.devices()}'
 

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, subprocess_env
 
 
+@pytest.mark.slow
 def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   command = [sys.executable, 'scripts/experiment.py', '--quick', f'--out={tmp_path / "exp"}',
              f'--data_dir={tmp_path / "tfds"}']

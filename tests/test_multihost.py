@@ -9,6 +9,7 @@ import subprocess
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from conftest import main_command, ROOT, subprocess_env
 
@@ -22,6 +23,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_four_devices(tmp_path):
   """Stochastic TCE: one global class draw per step, each process loads its half of the
   batch, BatchNorm and gradients reduce across processes, process 0 writes the records."""

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import reproduce  # scripts/, on the path
 
 from conftest import ROOT, subprocess_env
@@ -14,6 +16,7 @@ from conftest import ROOT, subprocess_env
 LABELS = ('mcce', 'focal', 'tce_t0.1', 'tce_t1')
 
 
+@pytest.mark.slow
 def test_dry_run_trains_evaluates_and_reports_every_paper_config(tmp_path):
   out = tmp_path / 'dry'
   # On ResNet-18 to keep the suite short; the default dry run is the same path on ResNet-101.

@@ -170,16 +170,8 @@ def from_config(config, num_classes: int) -> DeepLabV3Plus:
 
 def state_dict_from_flax(variables: Mapping) -> dict[str, torch.Tensor]:
   """Our Flax {'params', 'batch_stats'} as a torch state dict of the peer (conv HWIO -> OIHW)."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from tce_jax.models import pretrained  # pylint: disable=g-import-not-at-top  (names map)
-  state = {}
-  for collection in ('params', 'batch_stats'):
-    for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
-      value = np.asarray(value, np.float32)
-      if value.ndim == 4:
-        value = value.transpose(3, 2, 0, 1)
-      state[pretrained.torch_key(collection, path)] = torch.from_numpy(value.copy())
-  return state
+  return {k: torch.from_numpy(v) for k, v in pretrained.torch_state_dict(variables).items()}
 
 
 def make_train_step(model: nn.Module, *, learning_rate: float = 0.01, momentum: float = 0.9,

@@ -68,6 +68,20 @@ def backbone_shapes(depth: str, width: int = 64) -> dict:
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
 
 
+def torch_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
+  """Flax {'params', 'batch_stats'} under torch's names (`torch_key`), conv HWIO -> OIHW, as
+  fresh, writable float32 numpy arrays. Serves the backbone (`state_dict_from_variables`) and
+  the torch peer of scripts/torch_deeplabv3plus.py (the whole model)."""
+  state = {}
+  for collection in ('params', 'batch_stats'):
+    for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
+      value = np.asarray(value, np.float32)
+      if value.ndim == 4:
+        value = value.transpose(3, 2, 0, 1)
+      state[torch_key(collection, path)] = np.array(value, order='C')  # a copy
+  return state
+
+
 def state_dict_from_variables(variables: Mapping, num_imagenet_classes: int = 1000
                               ) -> dict[str, np.ndarray]:
   """The inverse of `convert_state_dict`: backbone {'params', 'batch_stats'} as a torchvision
@@ -75,13 +89,7 @@ def state_dict_from_variables(variables: Mapping, num_imagenet_classes: int = 10
   ImageNet classifier `fc.*`, BatchNorm's `num_batches_tracked`). For rehearsals
   (`scripts/reproduce.py --dry_run`) and tests: a randomly initialised backbone written this
   way takes the path of a downloaded one."""
-  state = {}
-  for collection in ('params', 'batch_stats'):
-    for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
-      value = np.asarray(value, np.float32)
-      if value.ndim == 4:
-        value = value.transpose(3, 2, 0, 1)
-      state[torch_key(collection, path)] = np.ascontiguousarray(value)
+  state = torch_state_dict(variables)
   for key in [k for k in state if k.endswith('.running_var')]:
     state[key.removesuffix('running_var') + 'num_batches_tracked'] = np.zeros((), np.int64)
   features = max(v.shape[0] for k, v in state.items() if k.startswith('layer4.') and v.ndim)

@@ -123,6 +123,26 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
     _fail('tce.t', config.tce.t, 'the tilt must be in [-100, 100]')
   if not isinstance(config.sampling.lag, int) or config.sampling.lag < 1:
     _fail('sampling.lag', config.sampling.lag, 'must be an integer >= 1')
+  for field in ('sampling.min_pixels', 'sampling.class_crop.retries'):
+    if not isinstance(value(config, field), int) or value(config, field) < 0:
+      _fail(field, value(config, field), 'must be an integer >= 0')
+  class_conditional = sampling.SAMPLERS[config.sampling.name].class_conditional
+  if config.sampling.class_crop.retries:
+    if not class_conditional:
+      _fail('sampling.class_crop.retries', config.sampling.class_crop.retries,
+            f'class-aware crops need a class-conditional sampler (config.sampling.name='
+            f'{config.sampling.name!r} draws no class)')
+    min_pixels = config.sampling.class_crop.min_pixels
+    if not isinstance(min_pixels, int) or min_pixels < 1:
+      _fail('sampling.class_crop.min_pixels', min_pixels, 'must be an integer >= 1')
+  if config.sampling.min_pixels and not class_conditional:
+    _fail('sampling.min_pixels', config.sampling.min_pixels,
+          f'restricts D_c, which only class-conditional samplers use (config.sampling.name='
+          f'{config.sampling.name!r})')
+  if not 0 < config.loss.ohem_thresh <= 1:
+    _fail('loss.ohem_thresh', config.loss.ohem_thresh, 'must be a probability in (0, 1]')
+  if not isinstance(config.loss.ohem_min_kept, int) or config.loss.ohem_min_kept < 0:
+    _fail('loss.ohem_min_kept', config.loss.ohem_min_kept, 'must be an integer >= 0')
   if not 0 <= config.model.dropout < 1:
     _fail('model.dropout', config.model.dropout, 'must be in [0, 1)')
   crop = tuple(config.input.crop_size)

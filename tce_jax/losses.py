@@ -1,4 +1,5 @@
-"""Segmentation losses: MCCE, weighted CE, Focal, and the tilted (TERM) losses of TCE.
+"""Segmentation losses: MCCE, weighted CE, Focal, the tilted (TERM) losses of TCE, and the
+baselines users compare them with (OHEM, Recall loss).
 
 All losses take `logits` [B, H, W, K] (any float dtype; computed in float32) and integer
 `labels` [B, H, W]; pixels equal to `ignore_index` contribute nothing. Each returns a scalar.
@@ -70,6 +71,62 @@ def focal_loss(logits: Array, labels: Array, *, gamma: float = 2.0, alpha: Array
   loss = jnp.where(valid, loss, 0.0)
   count = _psum(jnp.sum(valid, dtype=jnp.float32), axis_name)
   return _safe_divide(_psum(jnp.sum(loss), axis_name), count)
+
+
+def ohem_cross_entropy(logits: Array, labels: Array, *, thresh: float = 0.7,
+                       min_kept: int = 3125, ignore_index: int = IGNORE_INDEX,
+                       axis_name: str | None = None) -> Array:
+  """CE over the hard pixels only: mmsegmentation's `OHEMPixelSampler` (online hard example
+  mining, Shrivastava et al. 2016, as PSPNet / mmsegmentation apply it to segmentation).
+
+  A valid pixel is kept when p_y, the predicted probability of its label (no gradient), is
+  below max(thresh, p_(k)), p_(k) the (k+1)-th smallest p_y of the global batch with
+  k = min_kept x images: at least ~min_kept pixels per image are kept even when the model is
+  confident everywhere. The loss is the sum of the kept pixels' CE divided by the number of
+  valid pixels (mmsegmentation's `avg_non_ignore=True`), so it is MCCE with the easy pixels
+  zeroed. With `axis_name`, the threshold is that of the global batch (gathered over it).
+  """
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  prob = lax.stop_gradient(jnp.exp(-ce))  # p_y
+  images = _psum(jnp.float32(labels.shape[0]), axis_name)
+  gathered_prob, gathered_valid = prob, valid
+  if axis_name is not None:
+    gathered_prob = lax.all_gather(prob, axis_name)
+    gathered_valid = lax.all_gather(valid, axis_name)
+  ordered = jnp.sort(jnp.where(gathered_valid, gathered_prob, jnp.inf).ravel())
+  num_valid = jnp.sum(gathered_valid, dtype=jnp.int32)
+  position = jnp.clip(jnp.minimum((min_kept * images).astype(jnp.int32), num_valid - 1), 0)
+  threshold = jnp.maximum(ordered[position], thresh)
+  kept = valid & (prob < threshold)
+  return _safe_divide(_psum(jnp.sum(jnp.where(kept, ce, 0.0)), axis_name),
+                      _psum(jnp.sum(valid, dtype=jnp.float32), axis_name))
+
+
+def recall_weights(logits: Array, labels: Array, *, ignore_index: int = IGNORE_INDEX,
+                   axis_name: str | None = None) -> Array:
+  """[K]: 1 - recall of each class on the (global) batch, FN_c / GT_c from the argmax
+  prediction (no gradient); 0 for classes without a labelled pixel in the batch."""
+  num_classes = logits.shape[-1]
+  valid = labels != ignore_index
+  safe_labels = jnp.where(valid, labels, num_classes).astype(jnp.int32)
+  wrong = valid & (jnp.argmax(logits, axis=-1) != labels)
+  classes = jnp.arange(num_classes, dtype=jnp.int32)
+  labelled = safe_labels[..., None] == classes  # [B, H, W, K]
+  gt = _psum(jnp.sum(labelled, axis=(0, 1, 2), dtype=jnp.float32), axis_name)
+  fn = _psum(jnp.sum(labelled & wrong[..., None], axis=(0, 1, 2), dtype=jnp.float32), axis_name)
+  return lax.stop_gradient(_safe_divide(fn, gt))
+
+
+def recall_loss(logits: Array, labels: Array, *, ignore_index: int = IGNORE_INDEX,
+                axis_name: str | None = None) -> Array:
+  """Recall loss (Tian et al., ICRA 2022): CE of each pixel weighted by 1 - recall of its
+  label's class on the batch, summed and divided by the number of valid pixels (the authors'
+  code divides by all pixels, ignored ones included; we leave those out, as every loss here)."""
+  ce, valid = pixel_cross_entropy(logits, labels, ignore_index)
+  weights = recall_weights(logits, labels, ignore_index=ignore_index, axis_name=axis_name)
+  pixel_weight = weights[jnp.where(valid, labels, 0).astype(jnp.int32)]
+  return _safe_divide(_psum(jnp.sum(jnp.where(valid, pixel_weight * ce, 0.0)), axis_name),
+                      _psum(jnp.sum(valid, dtype=jnp.float32), axis_name))
 
 
 def tilt(losses: Array, t: float | Array, *, where: Array | None = None,
@@ -152,6 +209,17 @@ def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
   return (weights / weights[seen].mean()).astype(np.float32)
 
 
+def sqrt_inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
+  """Per-class weights 1 / sqrt(pixel frequency), normalised to mean 1 over the classes seen
+  (0 for classes without pixels): the milder re-weighting of the CE baselines users compare
+  with (e.g. the "median/sqrt frequency" weights of segmentation papers)."""
+  counts = np.asarray(pixel_counts, np.float64)
+  seen = counts > 0
+  weights = np.zeros_like(counts)
+  weights[seen] = np.sqrt(counts[seen].sum() / counts[seen])
+  return (weights / weights[seen].mean()).astype(np.float32)
+
+
 LossFn = Callable[..., Array]
 
 
@@ -183,8 +251,15 @@ class Loss:
 LOSSES: dict[str, Loss] = {
     'mcce': Loss(cross_entropy),
     'weighted_ce': Loss(cross_entropy, class_weights=inverse_frequency_weights),
+    # The paper's Focal: alpha = inverse pixel frequency (normalised to mean 1).
     'focal': Loss(focal_loss, class_weights=inverse_frequency_weights, weights_arg='alpha',
                   options={'gamma': 'loss.focal_gamma'}),
+    # Focal as Lin et al. use it for dense prediction without class priors: alpha = 1.
+    'focal_no_alpha': Loss(focal_loss, options={'gamma': 'loss.focal_gamma'}),
+    'ce_sqrt_inv_freq': Loss(cross_entropy, class_weights=sqrt_inverse_frequency_weights),
+    'ohem': Loss(ohem_cross_entropy, options={'thresh': 'loss.ohem_thresh',
+                                              'min_kept': 'loss.ohem_min_kept'}),
+    'recall': Loss(recall_loss),
     'tce_image': Loss(tilted_image_loss, tilted=True),
     'tce_class': Loss(tilted_class_loss, tilted=True),
 }

@@ -240,7 +240,9 @@ class Experiment:
         class_index=self.class_index, process_index=jax.process_index(),
         process_count=jax.process_count(), base_size=c.input.base_size,
         ratio_range=c.input.ratio_range, photometric=c.input.photometric,
-        skip_bad_records=c.input.skip_bad_records)
+        skip_bad_records=c.input.skip_bad_records,
+        class_crop_retries=c.sampling.class_crop.retries,
+        class_crop_min_pixels=c.sampling.class_crop.min_pixels)
 
   def skipped_records(self) -> int:
     """Bad training records replaced so far in this process (config.input.skip_bad_records)."""
@@ -265,6 +267,14 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   index = class_index_lib.load_class_index(train_source) if needs_index else None
   class_weights = (loss.class_weights(index.pixel_counts)
                    if loss.class_weights is not None else None)
+  if index is not None and config.sampling.min_pixels:  # D_c: > min_pixels pixels of c
+    sparse = index.sparse_classes(config.sampling.min_pixels)
+    if len(sparse):
+      logging.warning('No training image holds more than config.sampling.min_pixels=%d '
+                      'pixels of %s: their D_c keeps every image that contains them.',
+                      config.sampling.min_pixels,
+                      ', '.join(spec.class_names[c] for c in sparse))
+    index = index.with_min_pixels(config.sampling.min_pixels)
   sampler = sampling.create_sampler(config, num_classes=spec.num_classes, class_index=index)
   mesh = make_mesh()
   model = models.create_model(config, spec.num_classes, train=True, axis_name=AXIS)

@@ -2,6 +2,7 @@
 
 import os
 
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -186,3 +187,103 @@ def test_eval_batches_pad_with_ignore(tiny_dataset_config):
             for p in range(2)]
   np.testing.assert_array_equal(np.concatenate([shards[0][0]['label'], shards[1][0]['label']]),
                                 np.stack([source[i]['label'] for i in range(4)]))
+
+
+# ---- class-aware crops and D_c restricted to enough pixels (rare class sampling) ----
+
+def test_class_index_counts_pixels_per_image(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  for i in (0, 7, len(source) - 1):
+    np.testing.assert_array_equal(index.image_pixel_counts[i],
+                                  np.bincount(source[i]['label'].ravel(), minlength=256)[:19])
+  np.testing.assert_array_equal(index.image_pixel_counts.sum(0), index.pixel_counts)
+  restricted = index.with_min_pixels(40)
+  np.testing.assert_array_equal(restricted.pixel_counts, index.pixel_counts)
+  sparse = set(index.sparse_classes(40).tolist())
+  for c in range(19):
+    if c in sparse:  # no image has > 40 pixels of c: D_c stays whole
+      np.testing.assert_array_equal(restricted.members(c), index.members(c))
+    else:
+      np.testing.assert_array_equal(restricted.members(c),
+                                    np.flatnonzero(index.image_pixel_counts[:, c] > 40))
+  assert index.with_min_pixels(0) is index
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**31 - 1))
+def test_window_counts_match_brute_force(h, w, seed):
+  rng = np.random.default_rng(seed)
+  mask = rng.uniform(size=(12, 14)) < 0.3
+  counts = pipeline.window_counts(mask, (h, w))
+  assert counts.shape == (12 - h + 1, 14 - w + 1)
+  for y, x in [(0, 0), (counts.shape[0] - 1, counts.shape[1] - 1),
+               (rng.integers(counts.shape[0]), rng.integers(counts.shape[1]))]:
+    assert counts[y, x] == mask[y:y + h, x:x + w].sum()
+
+
+def _blob_label(rng, height, width, cls, size):
+  label = rng.integers(0, 3, (height, width)).astype(np.uint8)
+  y, x = rng.integers(0, height - size[0] + 1), rng.integers(0, width - size[1] + 1)
+  label[y:y + size[0], x:x + size[1]] = cls
+  return label
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 9), st.integers(1, 9),
+       st.sampled_from([(1.0,), (0.5, 1.0, 2.0)]), st.integers(1, 40))
+def test_class_crop_holds_the_class_whenever_the_image_has_enough(seed, bh, bw, scales,
+                                                                  min_pixels):
+  """With any number of retries >= 1, the crop holds >= min_pixels of the drawn class
+  whenever a crop window of the rescaled image does (else as much of it as any window)."""
+  rng = np.random.default_rng(seed)
+  label = _blob_label(rng, 40, 64, 7, (bh, bw))
+  image = rng.integers(0, 255, (40, 64, 3)).astype(np.uint8)
+  source = [{'image': image, 'label': label}]
+  index = class_index_lib.ClassIndex((np.bincount(label.ravel(), minlength=8) > 0)[None],
+                                     np.bincount(label.ravel(), minlength=8).astype(np.int64),
+                                     np.bincount(label.ravel(), minlength=8)[None])
+  batches = pipeline.TrainBatches(source, global_batch_size=2, seed=seed % 1000,
+                                  crop_size=(16, 16), scales=scales, flip=True,
+                                  class_index=index, class_crop_retries=3,
+                                  class_crop_min_pixels=min_pixels)
+  batch = batches(5, 7)
+  for slot in range(2):
+    got = np.count_nonzero(batch['label'][slot] == 7)
+    # The scale of the last redraw (the one that places the crop) decides what fits: the
+    # crop holds min_pixels, or the most that any window holds at the least favourable scale.
+    best = []
+    for scale in scales:
+      _, scaled = pipeline.resize(image, label, scale)
+      padded = np.pad(scaled, ((0, max(16 - scaled.shape[0], 0)),
+                               (0, max(16 - scaled.shape[1], 0))), constant_values=255)
+      best.append(pipeline.window_counts(padded == 7, (16, 16)).max())
+    assert got >= min(min_pixels, min(best)), (got, min_pixels, best)
+  again = pipeline.TrainBatches(source, global_batch_size=2, seed=seed % 1000,
+                                crop_size=(16, 16), scales=scales, flip=True,
+                                class_index=index, class_crop_retries=3,
+                                class_crop_min_pixels=min_pixels)(5, 7)
+  np.testing.assert_array_equal(again['label'], batch['label'])  # a pure function of the step
+  np.testing.assert_array_equal(again['image'], batch['image'])
+
+
+def test_class_crop_keeps_crops_that_already_hold_the_class(tiny_dataset_config):
+  """Class-aware crops change only the crops that lack the class; without a drawn class
+  (uniform sampling) nothing changes."""
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  plain = make_batches(source, index, scales=(1.0,), crop_size=(16, 16))
+  aware = make_batches(source, index, scales=(1.0,), crop_size=(16, 16),
+                       class_crop_retries=10, class_crop_min_pixels=1)
+  rare = int(np.argmin(np.where(index.available, index.image_counts, 10**9)))
+  changed = 0
+  for step in range(4):
+    a, b = plain(step, rare), aware(step, rare)
+    for slot in range(4):
+      if (a['label'][slot] == rare).any():
+        np.testing.assert_array_equal(a['image'][slot], b['image'][slot])
+      else:
+        changed += 1
+      assert (b['label'][slot] == rare).any()
+    np.testing.assert_array_equal(plain(step)['image'], aware(step)['image'])
+  assert changed, 'no crop missed the rare class: the test checks nothing'

@@ -64,6 +64,29 @@ def ref_tilted_class(logits, labels, t):
   return np.mean(per_image)
 
 
+def ref_ohem(logits, labels, thresh, min_kept):
+  """mmsegmentation's OHEMPixelSampler.sample, transcribed (a sort of the valid pixels'
+  probabilities of their label), then the kept pixels' CE over the valid pixels."""
+  ce, valid = ref_pixel_ce(logits, labels)
+  prob = np.exp(-ce)
+  ordered = np.sort(prob[valid])
+  min_threshold = ordered[min(min_kept * len(labels), ordered.size - 1)] if ordered.size else 0
+  kept = valid & (prob < max(min_threshold, thresh))
+  return ce[kept].sum() / valid.sum()
+
+
+def ref_recall(logits, labels):
+  """Recall loss (Tian et al. 2022), one class at a time: weight_c = FN_c / GT_c."""
+  ce, valid = ref_pixel_ce(logits, labels)
+  pred = np.argmax(logits, axis=-1)
+  weight = np.zeros(labels.shape)
+  for c in range(logits.shape[-1]):
+    of_c = valid & (labels == c)
+    if of_c.any():
+      weight[of_c] = (of_c & (pred != c)).sum() / of_c.sum()
+  return (weight * ce)[valid].sum() / valid.sum()
+
+
 def random_batch(seed, b=3, h=4, w=5, k=K, ignore_frac=0.2, scale=3.0):
   rng = np.random.default_rng(seed)
   logits = rng.normal(0, scale, (b, h, w, k)).astype(np.float32)
@@ -88,6 +111,61 @@ def test_values_match_float64_references(seed):
   for t in (-2.0, -0.1, 0.0, 0.1, 1.0, 5.0):
     close(losses.tilted_image_loss(logits, labels, t), ref_tilted_image(logits, labels, t))
     close(losses.tilted_class_loss(logits, labels, t), ref_tilted_class(logits, labels, t))
+
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('thresh,min_kept', [(0.7, 0), (0.7, 6), (0.3, 15), (1.0, 0),
+                                             (0.05, 1000)])
+def test_ohem_matches_mmsegmentation_transcription(seed, thresh, min_kept):
+  logits, labels = random_batch(seed, scale=2.0)
+  np.testing.assert_allclose(
+      losses.ohem_cross_entropy(logits, labels, thresh=thresh, min_kept=min_kept),
+      ref_ohem(logits, labels, thresh, min_kept), rtol=2e-5, atol=1e-7)
+
+
+def test_ohem_limits():
+  """thresh 1 keeps every pixel but those predicted with certainty (MCCE); a huge min_kept
+  keeps every pixel whatever thresh."""
+  logits, labels = random_batch(4)
+  np.testing.assert_allclose(losses.ohem_cross_entropy(logits, labels, thresh=1.0, min_kept=0),
+                             losses.cross_entropy(logits, labels), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.ohem_cross_entropy(logits, labels, thresh=1e-9, min_kept=10**6),
+      ref_ohem(logits, labels, 1e-9, 10**6), rtol=1e-6)
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_recall_loss_matches_reference(seed):
+  logits, labels = random_batch(seed, scale=1.0)
+  np.testing.assert_allclose(losses.recall_loss(logits, labels), ref_recall(logits, labels),
+                             rtol=2e-5, atol=1e-7)
+  # A perfect prediction has recall 1 everywhere: no loss and no gradient.
+  perfect = np.where((labels != IGNORE)[..., None],
+                     10.0 * np.eye(K)[np.where(labels != IGNORE, labels, 0)], 0.0)
+  value, grad = jax.value_and_grad(lambda x: losses.recall_loss(x, labels))(
+      perfect.astype(np.float32))
+  assert value == 0 and np.all(grad == 0)
+
+
+def test_recall_weights_are_not_differentiated():
+  """The weights are counts (no gradient): the gradient is that of CE with fixed weights."""
+  logits, labels = random_batch(9, scale=1.0)
+  weights = np.asarray(losses.recall_weights(logits, labels))
+  valid = labels != IGNORE
+  grad = jax.grad(lambda x: losses.recall_loss(x, labels))(logits)
+  # sum(w_y CE) / N_valid = cross_entropy(class_weights=w) x sum(w_y) / N_valid.
+  scale = weights[np.where(valid, labels, 0)][valid].sum() / valid.sum()
+  expected = jax.grad(lambda x: losses.cross_entropy(x, labels, class_weights=weights))(logits)
+  np.testing.assert_allclose(grad, np.asarray(expected) * scale, atol=1e-6)
+
+
+def test_sqrt_inverse_frequency_weights():
+  counts = np.array([900, 100, 0, 25])
+  weights = losses.sqrt_inverse_frequency_weights(counts)
+  raw = np.sqrt(1025 / np.array([900, 100, 25]))
+  np.testing.assert_allclose(weights[[0, 1, 3]], raw / raw.mean(), rtol=1e-6)
+  assert weights[2] == 0 and abs(weights[[0, 1, 3]].mean() - 1) < 1e-6
+  np.testing.assert_allclose(weights[1] / weights[0], 3.0, rtol=1e-6)  # sqrt(900 / 100)
 
 
 def test_focal_with_gamma_zero_is_cross_entropy():
@@ -164,13 +242,18 @@ def test_tilted_image_gradient_closed_form():
   np.testing.assert_allclose(grad, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['focal', 'tce_class'])
+@pytest.mark.parametrize('name', ['focal', 'tce_class', 'ohem', 'recall'])
 def test_gradients_match_float64_finite_differences(name):
   logits, labels = random_batch(6, b=2, h=3, w=3)
   fn, ref = {'focal': (lambda x: losses.focal_loss(x, labels, gamma=2.0),
                        lambda x: ref_focal(x, labels, 2.0)),
              'tce_class': (lambda x: losses.tilted_class_loss(x, labels, 2.0),
-                           lambda x: ref_tilted_class(x, labels, 2.0))}[name]
+                           lambda x: ref_tilted_class(x, labels, 2.0)),
+             # the kept set and the recall weights are piecewise constant in the logits
+             'ohem': (lambda x: losses.ohem_cross_entropy(x, labels, thresh=0.6, min_kept=2),
+                      lambda x: ref_ohem(x, labels, 0.6, 2)),
+             'recall': (lambda x: losses.recall_loss(x, labels),
+                        lambda x: ref_recall(x, labels))}[name]
   grad = np.asarray(jax.grad(fn)(logits))
   x = logits.astype(np.float64)
   rng = np.random.default_rng(0)
@@ -254,8 +337,10 @@ def test_losses_over_two_devices_equal_one_device(name):
   logits, labels = random_batch(11, b=4)
   labels[0] = IGNORE  # devices see different numbers of valid pixels
   weights = np.random.default_rng(0).uniform(0.5, 2, K).astype(np.float32)
-  kwargs = {'weighted_ce': dict(class_weights=weights), 'focal': dict(alpha=weights)}.get(
-      name, {})
+  kwargs = {'weighted_ce': dict(class_weights=weights), 'focal': dict(alpha=weights),
+            'ce_sqrt_inv_freq': dict(class_weights=weights),
+            # min_kept x 4 images = the 20th smallest probability of the global batch
+            'ohem': dict(thresh=0.3, min_kept=5)}.get(name, {})
   t = (1.7,) if name.startswith('tce') else ()
   fn = lambda x, y, axis_name=None: losses.LOSSES[name](x, y, *t, axis_name=axis_name,
                                                        **kwargs)

@@ -79,3 +79,125 @@ def test_extreme_tilt_does_not_overflow():
   # T_1 = 0.8 * 3^100 + 0.2 e^5000 dominates T_2 = ... e^4900 by e^100.
   np.testing.assert_allclose(probs, [0.0, 1.0, 0.0], atol=1e-6)
   assert int(sampling.draw_class(state, jax.random.PRNGKey(0))) == 1
+
+
+# ---- the class signal and the class-size prior (extensions; the paper's version above) ----
+
+def test_class_signal_matches_numpy_over_steps():
+  """tce.signal='class': T_c is updated with the batch's mean CE over the pixels labelled c,
+  and kept when the batch has none (the draw is still counted)."""
+  from scipy.special import logsumexp  # pylint: disable=g-import-not-at-top
+  k, t, gamma = 4, 2.0, 0.3
+  rng = np.random.default_rng(3)
+  reference = NumpyAlgorithm1(k, t, gamma)
+  state = sampling.init_sampler(k, t)
+  update = jax.jit(lambda s, c, x, y: _class_update(s, c, x, y, t, gamma))
+  for step in range(30):
+    c = int(rng.integers(0, k))
+    logits = rng.normal(0, 2, (2, 3, 4, k)).astype(np.float32)
+    labels = rng.integers(0, k, (2, 3, 4))
+    labels[rng.uniform(size=labels.shape) < 0.3] = 255
+    if step % 5 == 0:
+      labels[labels == c] = 255  # no pixel of c in this batch
+    of_c = labels == c
+    ce = logsumexp(np.float64(logits), axis=-1) - np.take_along_axis(
+        np.float64(logits), np.where(of_c, c, 0)[..., None], axis=-1)[..., 0]
+    if of_c.any():
+      expected = reference.step(c, ce[of_c].mean())
+    else:
+      expected = reference.T / reference.T.sum()
+    state = update(state, c, logits, labels.astype(np.int32))
+    np.testing.assert_allclose(sampling.class_probabilities(state), expected, rtol=1e-5)
+
+
+def _class_update(state, c, logits, labels, t, gamma):
+  loss, has_pixels = sampling.class_batch_loss(logits, labels, c)
+  return sampling.update_sampler(state, c, loss, t=t, gamma=gamma, has_loss=has_pixels)
+
+
+def test_class_signal_over_two_devices_equals_one_device():
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((2,), ('batch',), axis_types=(jax.sharding.AxisType.Auto,))
+  rng = np.random.default_rng(5)
+  logits = rng.normal(0, 2, (4, 3, 4, 5)).astype(np.float32)
+  labels = rng.integers(0, 5, (4, 3, 4)).astype(np.int32)
+  labels[:2][labels[:2] == 1] = 255  # the first device holds no pixel of class 1
+  sharding = NamedSharding(mesh, P('batch'))
+  per_device = jax.jit(jax.shard_map(
+      lambda x, y: sampling.class_batch_loss(x, y, jnp.int32(1), axis_name='batch'),
+      mesh=mesh, in_specs=(P('batch'), P('batch')), out_specs=(P(), P()), check_vma=False))
+  got = per_device(jax.device_put(logits, sharding), jax.device_put(labels, sharding))
+  want = sampling.class_batch_loss(logits, labels, jnp.int32(1))
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  assert bool(got[1]) and bool(want[1])
+
+
+def test_size_prior_multiplies_the_weights_by_class_size():
+  """Weights proportional to |D_c|^beta T_c (TERM's class-size factor), in draws too."""
+  k = 5
+  state = sampling.init_sampler(k, 1.0, available=np.array([True, True, True, False, True]))
+  for c, loss in enumerate([0.5, 2.0, 1.0, 0.0, 3.0]):
+    state = sampling.update_sampler(state, c, jnp.float32(loss), t=1.0, gamma=0.5)
+  sizes = np.array([400.0, 20.0, 100.0, 0.0, 5.0])
+  beta = 0.7
+  log_prior = np.where(sizes > 0, beta * np.log(np.maximum(sizes, 1)), 0).astype(np.float32)
+  tilted = np.exp(np.float64(state.log_tilted))
+  expected = np.where(state.available, sizes ** beta * tilted, 0)
+  expected /= expected.sum()
+  np.testing.assert_allclose(sampling.draw_probabilities(state, log_prior), expected, rtol=1e-5)
+  keys = jax.random.split(jax.random.PRNGKey(2), 20000)
+  draws = np.asarray(jax.jit(jax.vmap(lambda key: sampling.draw_class(state, key, log_prior)))(
+      keys))
+  observed = np.bincount(draws, minlength=k)
+  assert observed[3] == 0
+  keep = expected > 0
+  _, p_value = stats.chisquare(observed[keep], 20000 * expected[keep])
+  assert p_value > 1e-3, (observed, 20000 * expected)
+
+
+# ---- rare class sampling (DAFormer) ----
+
+def test_rcs_probabilities_match_daformer():
+  """DAFormer's get_rcs_class_probs, transcribed with torch: freq = counts / sum,
+  softmax((1 - freq) / T); classes without a D_c are left out and the rest renormalised."""
+  import torch  # pylint: disable=g-import-not-at-top
+  counts = np.array([500_000, 3_000, 120_000, 40, 900, 0, 15_000], np.int64)
+  for temperature in (0.01, 0.1, 1.0):
+    freq = torch.tensor(counts[counts > 0], dtype=torch.float64)
+    freq = freq / torch.sum(freq)
+    expected = torch.softmax((1 - freq) / temperature, dim=-1).numpy()
+    got = sampling.rcs_probabilities(counts, counts > 0, temperature)
+    np.testing.assert_allclose(got[counts > 0], expected, rtol=1e-10)
+    assert got[5] == 0
+  available = np.array([True, True, False, True, True, False, True])
+  got = sampling.rcs_probabilities(counts, available, 0.01)
+  logits = (1 - counts / counts.sum()) / 0.01
+  expected = np.where(available, np.exp(logits - logits.max()), 0)
+  np.testing.assert_allclose(got, expected / expected.sum(), rtol=1e-10)
+
+
+def test_rcs_sampler_draws_its_probabilities():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from tce_jax.configs import default  # pylint: disable=g-import-not-at-top
+  from tce_jax.data import class_index as class_index_lib  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.sampling.name = 'rcs'
+  config.sampling.rcs_temperature = 0.05
+  counts = np.array([[50, 0, 3, 0], [40, 2, 0, 0], [60, 0, 9, 0]], np.int32)
+  index = class_index_lib.ClassIndex(counts > 0, counts.sum(0).astype(np.int64), counts)
+  sampler = sampling.create_sampler(config, num_classes=4, class_index=index)
+  assert isinstance(config, ml_collections.ConfigDict) and sampler.lag == 2
+  expected = sampling.rcs_probabilities(index.pixel_counts, [True, True, True, False], 0.05)
+  np.testing.assert_allclose(sampler.probabilities, expected)
+  state = sampler.init()
+  keys = jax.random.split(jax.random.PRNGKey(3), 20000)
+  draws = np.asarray(jax.jit(jax.vmap(lambda key: sampler.draw(state, key)))(keys))
+  observed = np.bincount(draws, minlength=4)
+  assert observed[3] == 0
+  _, p_value = stats.chisquare(observed[:3], 20000 * expected[:3])
+  assert p_value > 1e-3, (observed, 20000 * expected)
+  state = sampler.update(state, cls=jnp.int32(2), logits=None, labels=None, mcce=None,
+                         axis_name=None)
+  scalars = sampler.scalars(state, ['a', 'b', 'c', 'd'])
+  assert scalars['sampling/draw_count/c'] == 1
+  assert abs(sum(v for k, v in scalars.items() if 'probability' in k) - 1) < 1e-9

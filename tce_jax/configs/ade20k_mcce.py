@@ -18,6 +18,10 @@ def get_config():
   config.model.output_stride = 32
   config.model.eval_output_stride = 32
   config.input.crop_size = (512, 512)
+  # Scaled to the crop's area (loss 'ohem', class-aware crops): mmsegmentation's OHEM keeps
+  # >= 100,000 of a 512 x 1024 crop; DAFormer's crops hold >= 1,500 pixels of 512 x 512.
+  config.loss.ohem_min_kept = 50_000
+  config.sampling.class_crop.min_pixels = 1_500
   config.input.base_size = (2048, 512)  # mmsegmentation's ADE20k recipe: ratio 0.5-2.0
   config.input.ratio_range = (0.5, 2.0)
   config.input.photometric = True

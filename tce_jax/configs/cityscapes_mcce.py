@@ -18,6 +18,10 @@ def get_config():
   config.model.output_stride = 16
   config.model.eval_output_stride = 16
   config.input.crop_size = (769, 769)
+  # Scaled to the crop's area (loss 'ohem', class-aware crops): mmsegmentation's OHEM keeps
+  # >= 100,000 of a 512 x 1024 crop; DAFormer's crops hold >= 1,500 pixels of 512 x 512.
+  config.loss.ohem_min_kept = 112_794
+  config.sampling.class_crop.min_pixels = 3_384
   config.input.scales = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
   config.input.eval_batch_size = 8
   config.input.num_threads = 8

@@ -64,7 +64,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'mcce'  # a name of tce_jax.losses.LOSSES
-  config.loss.focal_gamma = 2.0  # focusing parameter of the focal loss
+  config.loss.focal_gamma = 2.0  # focusing parameter of the focal losses
+  # OHEM (loss 'ohem', mmsegmentation's OHEMPixelSampler): pixels whose probability of their
+  # label is below max(ohem_thresh, the (k+1)-th smallest of the batch) are kept, k =
+  # ohem_min_kept x images. mmsegmentation's Cityscapes value, 100,000 per 512 x 1024 crop
+  # (19% of it), scaled to the 128 x 128 crops of the synthetic configs: 3,125.
+  config.loss.ohem_thresh = 0.7
+  config.loss.ohem_min_kept = 3125
   # Deprecated: moved to config.tce.t_warmup_steps (still read, with a warning).
   config.loss.t_warmup_steps = ml_collections.FieldReference(None, field_type=int)
 
@@ -75,11 +81,30 @@ def get_config() -> ml_collections.ConfigDict:
   # Class-conditional samplers: the class of step k is drawn after step k - lag, so the loader
   # prepares its batch while the device runs the steps in between.
   config.sampling.lag = 2
+  # D_c holds the images with more than this many pixels of class c (0: any pixel, the
+  # paper). DAFormer's rare class sampling: 3,000 at 1024 x 512 (0.57% of the image); 188 is
+  # that fraction of the synthetic 128 x 256 images.
+  config.sampling.min_pixels = 0
+  # Class-aware crops (class-conditional samplers): while the random crop holds fewer than
+  # `min_pixels` pixels of the drawn class, redraw the augmentation (scale, crop, flip), up to
+  # `retries` times, the last redraw placing the crop on the class (DAFormer's rule, whose
+  # last redraw is unchecked). 0 retries: off (the paper). DAFormer: 10 retries, 1,500 pixels
+  # of a 512 x 512 crop (0.57%); 94 is that fraction of the synthetic 128 x 128 crops.
+  config.sampling.class_crop = ml_collections.ConfigDict(dict(retries=0, min_pixels=94))
+  # Rare class sampling ('rcs', DAFormer): p(c) = softmax((1 - f_c) / temperature), f_c the
+  # pixel frequency of class c in the training split.
+  config.sampling.rcs_temperature = 0.01
 
   config.tce = ml_collections.ConfigDict()  # the tilt, shared by the sampler and the losses
   config.tce.t = 0.1  # tilt of the sampler and of the direct tilted losses; 0 = no tilt
   config.tce.t_warmup_steps = 0  # tilted losses: ramp t linearly from 0 over these steps
   config.tce.gamma = 0.2  # EMA rate of the sampler's tilted losses (TERM's code uses 0.2)
+  # What updates the EMA of the drawn class c (Algorithm 1, line 7): 'batch' = the batch's
+  # mean CE (the paper), 'class' = the batch's mean CE over the pixels labelled c.
+  config.tce.signal = 'batch'
+  # Class-size prior of the sampler: w_c proportional to |D_c|^size_prior x T_c (TERM's
+  # class-imbalance weighting uses 1); 0 = the paper.
+  config.tce.size_prior = 0.0
 
   config.eval = ml_collections.ConfigDict()
   config.eval.scales = (1.0,)  # multi-scale inference: softmax averaged over these rescales

@@ -23,9 +23,12 @@ from tce_jax.losses import inverse_frequency_weights  # noqa: F401  (its old hom
 
 @dataclasses.dataclass(frozen=True)
 class ClassIndex:
-  """presence [N, K] bool: image n contains class k; pixel_counts [K] int64."""
+  """presence [N, K] bool: image n is in D_k; pixel_counts [K] int64: pixels of each class
+  in the split; image_pixel_counts [N, K] int32: pixels of class k in image n (None when not
+  computed)."""
   presence: np.ndarray
   pixel_counts: np.ndarray
+  image_pixel_counts: np.ndarray | None = None
 
   @property
   def num_classes(self) -> int:
@@ -34,6 +37,29 @@ class ClassIndex:
   def members(self, cls: int) -> np.ndarray:
     """D_c: the indices of the images that contain class `cls`, ascending."""
     return np.flatnonzero(self.presence[:, cls])
+
+  def with_min_pixels(self, min_pixels: int) -> ClassIndex:
+    """The index whose D_c holds only the images with more than `min_pixels` pixels of c
+    (DAFormer's rare class sampling); `pixel_counts` (the class frequencies) are unchanged.
+
+    A class that no image holds that much of keeps its whole D_c (`sparse_classes` lists
+    them): DAFormer stops there, but a class too small for the threshold is the rare class
+    the sampler exists for, and the class-aware crop still centres it.
+    """
+    if min_pixels <= 0:
+      return self
+    if self.image_pixel_counts is None:
+      raise ValueError('This class index has no per-image pixel counts: rebuild it')
+    enough = self.image_pixel_counts > min_pixels
+    sparse = self.presence.any(axis=0) & ~enough.any(axis=0)
+    return dataclasses.replace(self, presence=np.where(sparse, self.presence, enough))
+
+  def sparse_classes(self, min_pixels: int) -> np.ndarray:
+    """The classes present in the split but in no image with more than `min_pixels` pixels."""
+    if min_pixels <= 0 or self.image_pixel_counts is None:
+      return np.zeros((0,), np.int64)
+    return np.flatnonzero(self.presence.any(axis=0) &
+                          ~(self.image_pixel_counts > min_pixels).any(axis=0))
 
   @property
   def available(self) -> np.ndarray:
@@ -48,18 +74,16 @@ class ClassIndex:
 def compute_class_index(source: SegmentationSource, *, progress: bool = True) -> ClassIndex:
   """One pass over the labels of `source`."""
   k = source.num_classes
-  presence = np.zeros((len(source), k), bool)
-  pixel_counts = np.zeros((k,), np.int64)
+  image_pixel_counts = np.zeros((len(source), k), np.int32)
   start = time.perf_counter()
   for i in tqdm.trange(len(source), desc=f'class index of {source.name}/{source.split}',
                        disable=not progress, mininterval=2.0):
-    counts = np.bincount(source[i]['label'].ravel(), minlength=256)[:k]
-    presence[i] = counts > 0
-    pixel_counts += counts
+    image_pixel_counts[i] = np.bincount(source[i]['label'].ravel(), minlength=256)[:k]
   elapsed = time.perf_counter() - start
   logging.info('Class index of %s/%s: %d images in %.1fs (%.0f images/s).', source.name,
                source.split, len(source), elapsed, len(source) / max(elapsed, 1e-9))
-  return ClassIndex(presence, pixel_counts)
+  return ClassIndex(image_pixel_counts > 0, image_pixel_counts.sum(axis=0, dtype=np.int64),
+                    image_pixel_counts)
 
 
 def cache_path(source: SegmentationSource, kind: str = 'class_index') -> str:
@@ -73,6 +97,10 @@ def _read_cache(path: str, source: SegmentationSource,
   try:
     with np.load(path, allow_pickle=False) as cached:
       fingerprint = str(cached['fingerprint'])
+      if not set(shapes) <= set(cached.files):  # written by an older version
+        logging.info('Cache %s lacks %s: rebuilding it.', path,
+                     ', '.join(sorted(set(shapes) - set(cached.files))))
+        return None
       arrays = {name: cached[name] for name in shapes}
   except Exception as e:  # pylint: disable=broad-except  (BadZipFile, EOFError, KeyError, ...)
     # numpy answers a file that is no .npz archive with advice to unpickle it: never that.
@@ -116,11 +144,12 @@ def load_class_index(source: SegmentationSource, *, progress: bool = True) -> Cl
   path = cache_path(source)
   k = source.num_classes
   if os.path.exists(path):
-    cached = _read_cache(path, source, {'presence': (len(source), k), 'pixel_counts': (k,)})
+    cached = _read_cache(path, source, {'image_pixel_counts': (len(source), k)})
     if cached is not None:
-      return ClassIndex(cached['presence'], cached['pixel_counts'])
+      counts = cached['image_pixel_counts']
+      return ClassIndex(counts > 0, counts.sum(axis=0, dtype=np.int64), counts)
   index = compute_class_index(source, progress=progress)
-  _write_cache(path, source, {'presence': index.presence, 'pixel_counts': index.pixel_counts})
+  _write_cache(path, source, {'image_pixel_counts': index.image_pixel_counts})
   return index
 
 

@@ -57,15 +57,38 @@ def resize(image: np.ndarray, label: np.ndarray | None, scale: float):
   return image, label
 
 
+def window_counts(mask: np.ndarray, window: Sequence[int]) -> np.ndarray:
+  """[H - h + 1, W - w + 1]: how many True pixels of `mask` [H, W] each h x w window holds,
+  indexed by its top-left corner (an integral image: O(H W) whatever the window)."""
+  h, w = window
+  integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+  integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+  return (integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] + integral[:-h, :-w])
+
+
+def focused_crop_corner(mask: np.ndarray, crop_size: Sequence[int], min_pixels: int,
+                        rng: np.random.Generator) -> tuple[int, int]:
+  """A crop corner drawn uniformly among the windows holding at least `min_pixels` pixels of
+  `mask`; when none does, among those holding the most."""
+  counts = window_counts(mask, crop_size)
+  good = counts >= min(min_pixels, counts.max())
+  flat = np.flatnonzero(good)
+  y, x = np.unravel_index(flat[rng.integers(0, len(flat))], counts.shape)
+  return int(y), int(x)
+
+
 def random_scale_crop_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *,
                            crop_size: Sequence[int], scales: Sequence[float] = (1.0,),
                            flip: bool = True, base_size: Sequence[int] | None = None,
                            ratio_range: Sequence[float] | None = None,
-                           photometric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                           photometric: bool = False, focus_class: int | None = None,
+                           focus_pixels: int = 1) -> tuple[np.ndarray, np.ndarray]:
   """Training augmentation: rescale, pad (mean / ignore), random crop, flip (+ jitter).
 
   Rescaling as DeepLab (a factor drawn from `scales`) or, with `base_size`, as
   mmsegmentation's ADE20k recipe (fit into base_size x a ratio drawn from `ratio_range`).
+  With `focus_class`, the crop is drawn among the windows that hold at least `focus_pixels`
+  pixels of that class (or the most of it), not among all windows.
   """
   if base_size is not None:
     ratio = rng.uniform(*ratio_range)
@@ -81,7 +104,10 @@ def random_scale_crop_flip(image: np.ndarray, label: np.ndarray, rng: np.random.
                       for i in range(3)], axis=-1)
     label = np.pad(label, pad, constant_values=IGNORE_INDEX)
     h, w = label.shape
-  y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+  if focus_class is None:
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+  else:
+    y, x = focused_crop_corner(label == focus_class, (ch, cw), focus_pixels, rng)
   image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
   if flip and rng.uniform() < 0.5:
     image, label = image[:, ::-1], label[:, ::-1]
@@ -99,7 +125,8 @@ class TrainBatches:
                class_index: ClassIndex | None = None, process_index: int = 0,
                process_count: int = 1, base_size: Sequence[int] | None = None,
                ratio_range: Sequence[float] | None = None, photometric: bool = False,
-               skip_bad_records: bool = False):
+               skip_bad_records: bool = False, class_crop_retries: int = 0,
+               class_crop_min_pixels: int = 1):
     if global_batch_size % process_count:
       raise ValueError(f'Global batch {global_batch_size} is not divisible by the '
                        f'{process_count} processes')
@@ -110,6 +137,7 @@ class TrainBatches:
     self.class_index = class_index
     self.skip_bad_records = skip_bad_records
     self.skipped = 0  # bad records replaced so far (skip_bad_records)
+    self.class_crop_retries, self.class_crop_min_pixels = class_crop_retries, class_crop_min_pixels
     self._lock = threading.Lock()
     self.augment = functools.partial(
         random_scale_crop_flip, crop_size=tuple(crop_size), scales=tuple(scales), flip=flip,
@@ -142,11 +170,31 @@ class TrainBatches:
     images, labels = [], []
     for slot in range(start, start + self.local_batch_size):
       example = self._example(int(indices[slot]), step, cls)
-      rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, step, slot])
-      image, label = self.augment(example['image'], example['label'], rng)
+      image, label = self._augment(example, step, slot, cls)
       images.append(image)
       labels.append(label)
     return {'image': np.stack(images), 'label': np.stack(labels)}
+
+  def _augment(self, example: dict[str, np.ndarray], step: int, slot: int,
+               cls: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The augmentation of one image of the batch. With class-aware crops (a drawn class and
+    `class_crop_retries` > 0), while the crop holds fewer than `class_crop_min_pixels` pixels
+    of the class, the augmentation is redrawn (DAFormer's rule), each redraw from its own
+    random stream; the last redraw places the crop on the class (where DAFormer keeps an
+    unchecked one), so the crop holds the class whenever the rescaled image has enough of it."""
+    rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, step, slot])
+    image, label = self.augment(example['image'], example['label'], rng)
+    if cls is None or not self.class_crop_retries:
+      return image, label
+    for retry in range(1, self.class_crop_retries + 1):
+      if np.count_nonzero(label == cls) >= self.class_crop_min_pixels:
+        break
+      rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, step, slot, retry])
+      last = retry == self.class_crop_retries
+      image, label = self.augment(example['image'], example['label'], rng,
+                                  focus_class=cls if last else None,
+                                  focus_pixels=self.class_crop_min_pixels)
+    return image, label
 
 
   def _example(self, index: int, step: int, cls: int | None) -> dict[str, np.ndarray]:

@@ -5,6 +5,11 @@ exp(t * L_B) of the batches drawn from D_c, and draws the next class with probab
 w_c = T_c / sum_l T_l. Everything is kept in log space (log T_c), so exp(t * L_B) never
 overflows float32. The functions are pure and jit-able; `TCESampler` plugs them into
 training through the sampler interface (`tce_jax.sampling.base`).
+
+Two options extend the paper's version (which is their default): `tce.signal='class'`
+updates T_c with the batch's loss over the pixels labelled c instead of the whole batch's,
+and `tce.size_prior` = beta draws c with probability proportional to |D_c|^beta T_c (TERM's
+class-size factor).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Sequence
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
+from tce_jax import losses
 from tce_jax.data.classes import class_tag
 from tce_jax.sampling import base
 
@@ -41,14 +48,31 @@ def init_sampler(num_classes: int, t: float, *, available: Array | None = None) 
 
 
 def update_sampler(state: SamplerState, cls: Array, batch_loss: Array, *, t: float,
-                   gamma: float) -> SamplerState:
-  """Lines 6-8: T_c <- (1 - gamma) T_c + gamma exp(t L_B) for the drawn class c only."""
+                   gamma: float, has_loss: Array | bool = True) -> SamplerState:
+  """Lines 6-8: T_c <- (1 - gamma) T_c + gamma exp(t L_B) for the drawn class c only.
+
+  With `has_loss` False (the class signal of a batch without a pixel of c), T_c is kept; the
+  draw is counted either way.
+  """
   log_old = state.log_tilted[cls]
   log_new = jnp.logaddexp(jnp.log1p(-jnp.asarray(gamma, jnp.float32)) + log_old,
                           jnp.log(jnp.asarray(gamma, jnp.float32))
                           + jnp.asarray(t, jnp.float32) * batch_loss.astype(jnp.float32))
+  log_new = jnp.where(has_loss, log_new, log_old)
   return state.replace(log_tilted=state.log_tilted.at[cls].set(log_new),
                        draw_counts=state.draw_counts.at[cls].add(1))
+
+
+def class_batch_loss(logits: Array, labels: Array, cls: Array, *,
+                     axis_name: str | None = None) -> tuple[Array, Array]:
+  """The global batch's mean CE over the pixels labelled `cls`, and whether it has any
+  (the 'class' signal: the class-conditional loss that the tilt is about)."""
+  ce, valid = losses.pixel_cross_entropy(logits, labels)
+  mask = valid & (labels == cls)
+  total, count = jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(mask, dtype=jnp.float32)
+  if axis_name is not None:
+    total, count = lax.psum(total, axis_name), lax.psum(count, axis_name)
+  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0), count > 0
 
 
 def class_probabilities(state: SamplerState) -> Array:
@@ -56,41 +80,67 @@ def class_probabilities(state: SamplerState) -> Array:
   return jax.nn.softmax(state.log_tilted)
 
 
-def _draw_logits(state: SamplerState) -> Array:
-  return jnp.where(state.available, state.log_tilted, -jnp.inf)
+def _draw_logits(state: SamplerState, log_prior: Array | None) -> Array:
+  logits = state.log_tilted if log_prior is None else state.log_tilted + log_prior
+  return jnp.where(state.available, logits, -jnp.inf)
 
 
-def draw_probabilities(state: SamplerState) -> Array:
-  """[C]: the probabilities `draw_class` uses: w renormalised over the available classes."""
-  return jax.nn.softmax(_draw_logits(state))
+def draw_probabilities(state: SamplerState, log_prior: Array | None = None) -> Array:
+  """[C]: the probabilities `draw_class` uses: w (times exp(log_prior), the class-size prior)
+  renormalised over the available classes."""
+  return jax.nn.softmax(_draw_logits(state, log_prior))
 
 
-def draw_class(state: SamplerState, key: Array) -> Array:
-  """c ~ Categorical(w), restricted to the classes whose D_c is non-empty."""
-  return jax.random.categorical(key, _draw_logits(state)).astype(jnp.int32)
+def draw_class(state: SamplerState, key: Array, log_prior: Array | None = None) -> Array:
+  """c ~ Categorical(w), restricted to the classes whose D_c is non-empty; with `log_prior`
+  [C], w_c is multiplied by exp(log_prior_c)."""
+  return jax.random.categorical(key, _draw_logits(state, log_prior)).astype(jnp.int32)
+
+
+SIGNALS = ('batch', 'class')
 
 
 class TCESampler(base.Sampler):
   """Stochastic TCE (Algorithm 1): the batch of each step is drawn from D_c, c drawn with the
   tilted weights, which are updated with the batch's mean cross-entropy (config.tce.t,
-  config.tce.gamma)."""
+  config.tce.gamma); config.tce.signal and config.tce.size_prior select the extensions."""
   name = 'tce'
   class_conditional = True
   needs_class_index = True
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    if config.tce.signal not in SIGNALS:
+      raise ValueError(f'config.tce.signal={config.tce.signal!r}: must be one of {SIGNALS}')
+    beta = config.tce.size_prior
+    if not isinstance(beta, (int, float)) or not -10 <= beta <= 10:
+      raise ValueError(f'config.tce.size_prior={beta!r}: the exponent must be in [-10, 10]')
+
+  @property
+  def log_prior(self) -> np.ndarray | None:
+    """[C] size_prior x log |D_c| (0 where D_c is empty), or None (size_prior 0)."""
+    beta = float(self.config.tce.size_prior)
+    if beta == 0:
+      return None
+    sizes = np.asarray(self.class_index.image_counts, np.float64)
+    return np.where(sizes > 0, beta * np.log(np.maximum(sizes, 1)), 0.0).astype(np.float32)
 
   def init(self) -> SamplerState:
     return init_sampler(self.num_classes, self.config.tce.t, available=self.available)
 
   def update(self, state: SamplerState, *, cls, logits, labels, mcce, axis_name):
-    del logits, labels, axis_name  # Algorithm 1 line 7 uses the batch loss only
-    return update_sampler(state, cls, mcce, t=self.config.tce.t, gamma=self.config.tce.gamma)
+    if self.config.tce.signal == 'batch':  # Algorithm 1 line 7: the whole batch's loss
+      return update_sampler(state, cls, mcce, t=self.config.tce.t, gamma=self.config.tce.gamma)
+    loss, has_pixels = class_batch_loss(logits, labels, cls, axis_name=axis_name)
+    return update_sampler(state, cls, loss, t=self.config.tce.t, gamma=self.config.tce.gamma,
+                          has_loss=has_pixels)
 
   def draw(self, state: SamplerState, key: Array) -> Array:
-    return draw_class(state, key)
+    return draw_class(state, key, self.log_prior)
 
   def scalars(self, state: SamplerState, class_names: Sequence[str]) -> dict[str, float]:
     """Per class: the probability of the next draw, log T_c, and the draws so far."""
-    probs = np.asarray(jax.device_get(draw_probabilities(state)))
+    probs = np.asarray(jax.device_get(draw_probabilities(state, self.log_prior)))
     log_tilted = np.asarray(jax.device_get(state.log_tilted))
     counts = np.asarray(jax.device_get(state.draw_counts))
     scalars = {}

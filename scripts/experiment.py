@@ -1,10 +1,14 @@
 """The fairness experiment on the synthetic dataset: every method x seeds, then the report.
 
   python scripts/experiment.py --out=runs/experiment [--seeds=3] [--steps=1500] [--quick]
+                               [--methods=mcce,tce_t1,...]
 
-Methods (identical model, data, steps and schedule): MCCE, Focal (alpha = inverse pixel
-frequency), class-uniform sampling (Stochastic TCE with t = 0), Stochastic TCE with t = 0.1
-and t = 1, and the direct image- and class-level tilted losses (t = 1). Each run lives in
+Methods (identical model, data, steps and schedule; `METHODS` below, docs/method.md): the
+paper's (MCCE, Focal with alpha = inverse pixel frequency, Stochastic TCE with t = 0.1 and
+t = 1, the direct image- and class-level tilted losses at t = 1), the t = 0 ablation
+(class-uniform sampling), and the added ones: Stochastic TCE with the class signal, with
+class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer); Focal
+without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss. Each run lives in
 OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
 checkpoints, so the command can be started again after any interruption. At the end it
 writes the report (MCCE as the reference) into OUT/report, and OUT/report/summary.md: the
@@ -36,8 +40,17 @@ def _define_flags():
   flags.DEFINE_integer('steps', 1500, 'Training steps of every run.')
   flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 seed, 4 steps.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
+  flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS; default: all). The '
+                    'first is the reference of the report.')
 
-# method -> config overrides on top of configs/synthetic_mcce.py
+# DAFormer's parameters scaled to the synthetic images (configs/synthetic_rcs.py): class-aware
+# crops (10 redraws, 94 pixels of the class in the 128 x 128 crop) and D_c restricted to the
+# images with more than 188 pixels of c.
+CLASS_CROP = {'sampling.class_crop.retries': 10, 'sampling.class_crop.min_pixels': 94}
+RCS = {'sampling.name': 'rcs', 'sampling.rcs_temperature': 0.01, 'sampling.min_pixels': 188,
+       **CLASS_CROP}
+
+# method -> config overrides on top of configs/synthetic_mcce.py. The paper's methods first.
 METHODS = {
     'mcce': {},
     'focal': {'loss.name': 'focal'},
@@ -46,6 +59,21 @@ METHODS = {
     'tce_t1': {'sampling.name': 'tce', 'tce.t': 1.0},
     'tce_image_t1': {'loss.name': 'tce_image', 'tce.t': 1.0},
     'tce_class_t1': {'loss.name': 'tce_class', 'tce.t': 1.0},
+    # Stochastic TCE extended (docs/method.md): the class signal, class-aware crops, both,
+    # and TERM's class-size prior; the crops alone with class-uniform draws.
+    'tce_signal_class_t1': {'sampling.name': 'tce', 'tce.t': 1.0, 'tce.signal': 'class'},
+    'tce_crop_t1': {'sampling.name': 'tce', 'tce.t': 1.0, **CLASS_CROP},
+    'tce_signal_class_crop_t1': {'sampling.name': 'tce', 'tce.t': 1.0, 'tce.signal': 'class',
+                                 **CLASS_CROP},
+    'tce_size_prior_t1': {'sampling.name': 'tce', 'tce.t': 1.0, 'tce.signal': 'class',
+                          'tce.size_prior': 1.0, **CLASS_CROP},
+    'uniform_crop': {'sampling.name': 'tce', 'tce.t': 0.0, **CLASS_CROP},
+    # Baselines users compare with.
+    'rcs': RCS,
+    'focal_no_alpha': {'loss.name': 'focal_no_alpha'},
+    'ce_sqrt_inv_freq': {'loss.name': 'ce_sqrt_inv_freq'},
+    'ohem': {'loss.name': 'ohem'},
+    'recall': {'loss.name': 'recall'},
 }
 
 
@@ -61,6 +89,11 @@ def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str
   if quick:
     tiny.apply(config)
   config.update_from_flattened_dict(METHODS[method])
+  if quick:  # the tiny profile's 32 x 64 images and 32 x 32 crops: the same fractions
+    if config.sampling.min_pixels:
+      config.sampling.min_pixels = 11
+    config.sampling.class_crop.min_pixels = 6
+    config.loss.ohem_min_kept = 195
   return config
 
 
@@ -69,9 +102,13 @@ def finished(workdir: str, steps: int) -> bool:
 
 
 def run_experiment(out: str, *, seeds: int, steps: int, quick: bool = False,
-                   data_dir: str | None = None) -> dict:
+                   data_dir: str | None = None, methods: list[str] | None = None) -> dict:
   """Trains what is not finished yet, then writes OUT/report; returns the report."""
-  runs = [(m, s) for m in METHODS for s in range(seeds)]
+  methods = list(METHODS) if methods is None else list(methods)
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    raise ValueError(f'Unknown methods {unknown}; known: {", ".join(METHODS)}')
+  runs = [(m, s) for m in methods for s in range(seeds)]
   workdirs = []
   with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
     for method, seed in runs:
@@ -139,8 +176,11 @@ def summary(report_json: dict) -> str:
 def main(argv):
   del argv
   seeds, steps = (1, 4) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
-  run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
-                 data_dir=FLAGS.data_dir)
+  try:
+    run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
+                   data_dir=FLAGS.data_dir, methods=FLAGS.methods)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   print(f'Report: {os.path.join(FLAGS.out, "report", "report.md")}')
 
 

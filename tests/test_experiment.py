@@ -13,6 +13,7 @@ from conftest import ROOT, subprocess_env
 
 @pytest.mark.slow
 def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
+  import experiment  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
   command = [sys.executable, 'scripts/experiment.py', '--quick', f'--out={tmp_path / "exp"}',
              f'--data_dir={tmp_path / "tfds"}']
   first = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
@@ -21,11 +22,14 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   with open(tmp_path / 'exp' / 'report' / 'report.json') as f:
     report = json.load(f)
   assert report['reference'] == 'mcce'
-  assert list(report['labels']) == ['mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1',
-                                    'tce_image_t1', 'tce_class_t1']
+  assert list(report['labels']) == list(experiment.METHODS)
+  assert list(report['labels'])[:7] == ['mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1',
+                                        'tce_image_t1', 'tce_class_t1']
+  assert {'rcs', 'focal_no_alpha', 'ce_sqrt_inv_freq', 'ohem', 'recall',
+          'tce_signal_class_t1', 'tce_size_prior_t1', 'uniform_crop'} <= set(report['labels'])
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
-    assert sum(line.startswith('|') for line in f) == 2 + 7  # header, rule, 7 methods
+    assert sum(line.startswith('|') for line in f) == 2 + len(experiment.METHODS)
   marker = tmp_path / 'exp' / 'tce_t1_s0' / 'eval' / '4.json'
   before = marker.stat().st_mtime_ns
   second = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
@@ -33,6 +37,9 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert marker.stat().st_mtime_ns == before, 'a finished run was trained again'
   assert 'Training ' not in second.stderr
+  subset = subprocess.run(command + ['--methods=mcce,nonsense'], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert subset.returncode != 0 and "Unknown methods ['nonsense']" in subset.stderr
 
 
 def _entry(runs, iou, stats):

@@ -35,9 +35,20 @@ from tce_jax.data import pipeline
     ('model.dropout', 1.0, 'config.model.dropout=1.0'),
     ('input.crop_size', (8, 8), 'config.input.crop_size'),
     ('train.weight_decay', -1.0, 'config.train.weight_decay=-1.0'),
+    ('tce.signal', 'image', "config.tce.signal='image'"),
+    ('tce.size_prior', 50.0, 'config.tce.size_prior=50.0'),
+    ('sampling.rcs_temperature', 0.0, 'config.sampling.rcs_temperature=0.0'),
+    ('sampling.class_crop.retries', 10, 'need a class-conditional sampler'),
+    ('sampling.min_pixels', 100, 'only class-conditional samplers'),
+    ('sampling.min_pixels', -1, 'config.sampling.min_pixels=-1'),
+    ('loss.ohem_thresh', 1.5, 'config.loss.ohem_thresh=1.5'),
+    ('loss.ohem_min_kept', -5, 'config.loss.ohem_min_kept=-5'),
 ])
 def test_invalid_configs_name_the_field(make_tiny_config, field, value, message):
-  config = make_tiny_config({field: value})
+  overrides = {field: value}
+  if field.startswith('tce.') or field == 'sampling.rcs_temperature':
+    overrides['sampling.name'] = 'rcs' if field.startswith('sampling') else 'tce'
+  config = make_tiny_config(overrides)
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
     config_validation.validate_config(config, num_devices=2)
 
@@ -57,10 +68,13 @@ def _state_and_batches(config, steps):
 
 # Every loss is checked across devices in test_losses; here the whole step (BatchNorm sync,
 # gradient averaging, sampler update) with two representative combinations.
+# The Stochastic TCE case uses the class signal (its update reduces over the devices) and
+# the class-size prior.
 @pytest.mark.parametrize('loss,sampling', [('mcce', 'uniform'), ('tce_class', 'tce')])
 def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling):
   """Same global batch on 1 and 2 devices: same parameters, BN statistics and sampler."""
-  config = make_tiny_config({'loss.name': loss, 'sampling.name': sampling, 'tce.t': 1.0})
+  config = make_tiny_config({'loss.name': loss, 'sampling.name': sampling, 'tce.t': 1.0,
+                             'tce.signal': 'class', 'tce.size_prior': 1.0})
   index, batches = _state_and_batches(config, 2)
   weights = losses.inverse_frequency_weights(index.pixel_counts)
   num_classes = 19
@@ -109,10 +123,17 @@ def _params(workdir):
   return restored
 
 
+@pytest.mark.parametrize('overrides', [
+    {'sampling.name': 'tce'},
+    # rare class sampling with D_c restricted and class-aware crops (redrawn augmentations)
+    {'sampling.name': 'rcs', 'sampling.min_pixels': 20, 'sampling.class_crop.retries': 4,
+     'sampling.class_crop.min_pixels': 30},
+], ids=['tce', 'rcs_class_crop'])
 def test_interrupted_and_resumed_run_equals_uninterrupted(make_tiny_config, tmp_path,
-                                                          monkeypatch):
-  """With Stochastic TCE, so the sampler state and the queue of drawn classes resume too."""
-  config = make_tiny_config({'sampling.name': 'tce', 'train.num_steps': 6,
+                                                          monkeypatch, overrides):
+  """With a class-conditional sampler, so the sampler state and the queue of drawn classes
+  resume too."""
+  config = make_tiny_config({**overrides, 'train.num_steps': 6,
                              'train.eval_every': 3, 'train.checkpoint_every': 3})
   train.train_and_evaluate(config, str(tmp_path / 'straight'))
 

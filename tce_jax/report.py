@@ -202,9 +202,11 @@ def write_csv(report: dict, path: str):
                       entry['fairness'][k]['std']])
 
 
-# Okabe & Ito's colour-blind-safe palette, one colour per compared label.
+# Okabe & Ito's colour-blind-safe palette, one colour per compared label; beyond 8 labels
+# the colours repeat with a hatch pattern per round (HATCHES), so every label stays distinct.
 PALETTE = ('#0072B2', '#E69F00', '#009E73', '#CC79A7', '#56B4E9', '#D55E00', '#F0E442',
            '#000000')
+HATCHES = ('', '////', '....', 'xxxx')
 # Readable names of the fairness statistics, and the figure panel each belongs to.
 STAT_NAMES = {
     'miou': 'mIoU', 'sorted_bottom': "reference's worst k", 'sorted_top': "reference's best k",
@@ -232,12 +234,15 @@ def _grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: s
   they stay visible; `values` writes each mean above its bar."""
   width = 0.8 / max(len(series), 1)
   x = np.arange(len(groups))
+  values = values and len(series) <= len(PALETTE)  # more labels: too crowded to read
   for i, (name, (mean, std)) in enumerate(series.items()):
     colour = PALETTE[i % len(PALETTE)]
+    hatch = HATCHES[(i // len(PALETTE)) % len(HATCHES)]
     position = x + (i - (len(series) - 1) / 2) * width
     height = np.nan_to_num(mean)
     ax.bar(position, height, width, yerr=std if np.any(std) else None, label=name,
-           color=colour, capsize=2, error_kw={'elinewidth': 0.8})
+           color=colour, hatch=hatch or None, edgecolor='white' if hatch else None,
+           linewidth=0, capsize=2, error_kw={'elinewidth': 0.8})
     zero = np.isfinite(mean) & (np.abs(height) < 0.05)
     ax.plot(position[zero], np.zeros(zero.sum()), linestyle='none', marker='_',
             markersize=max(4.0, 60 * width), markeredgewidth=2.5, color=colour)
@@ -250,7 +255,10 @@ def _grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: s
   ax.set_xticklabels(groups, rotation=45 if len(groups) > 3 else 0,
                      ha='right' if len(groups) > 3 else 'center')
   ax.set_ylabel(ylabel)
-  if legend:
+  if legend and len(series) > len(PALETTE):  # many labels: a legend beside the axes
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0),
+              ncol=-(-len(series) // 12))
+  elif legend:
     ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
   ax.set_axisbelow(True)
@@ -265,7 +273,8 @@ def plot_bars(report: dict, out: str):
   series = {label: (np.array([_nan(e['per_class_iou'][c]['mean']) for c in classes]),
                     np.array([_nan(e['per_class_iou'][c]['std']) for c in classes]))
             for label, e in report['labels'].items()}
-  fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) + 2), 5))
+  per_group = 0.6 * max(1.0, len(series) / 6)  # room for every label's bar
+  fig, ax = plt.subplots(figsize=(max(8, per_group * len(classes) + 2), 5))
   _grouped_bars(ax, classes, series, 'IoU (%)')
   ax.set_title(f"Per-class IoU (mean ± std over runs), classes sorted by the reference "
                f"({report['reference']}), worst first; a dash marks 0")
@@ -273,19 +282,26 @@ def plot_bars(report: dict, out: str):
   _save(fig, out, 'per_class_iou')
   plt.close(fig)
   widths = [len(keys) + 1 for _, keys in STAT_PANELS]
-  fig, axes = plt.subplots(1, len(STAT_PANELS), figsize=(13, 4.8),
+  fig, axes = plt.subplots(1, len(STAT_PANELS),
+                           figsize=(13 * max(1.0, len(report['labels']) / 8) ** 0.5, 4.8),
                            gridspec_kw={'width_ratios': widths})
   for i, (ax, (title, keys)) in enumerate(zip(axes, STAT_PANELS)):
     series = {label: (np.array([_nan(e['fairness'][k]['mean']) for k in keys]),
                       np.array([_nan(e['fairness'][k]['std']) for k in keys]))
               for label, e in report['labels'].items()}
+    many = len(series) > len(PALETTE)
     _grouped_bars(ax, [STAT_NAMES[k] for k in keys], series, '', values=True,
-                  legend=i == 0)
+                  legend=i == 0 and not many)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.12)
   fig.suptitle(f"Fairness statistics against the reference ({report['reference']}); "
                f"k and quantiles at the fraction {report['fraction']}", fontsize=11)
   fig.tight_layout()
+  if many:  # one legend for the three panels, at the right of the figure
+    columns = -(-len(report['labels']) // 12)
+    fig.subplots_adjust(right=1 - 0.11 * columns)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc='center right',
+               ncol=columns)
   _save(fig, out, 'fairness')
   plt.close(fig)
 

@@ -17,6 +17,7 @@ Welch's t-test p-value, and how many classes differ from MCCE at p < 0.05. `--qu
 smoke version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
+import json
 import os
 
 from absl import app
@@ -120,8 +121,11 @@ def run_experiment(out: str, *, seeds: int, steps: int, quick: bool = False,
       progress.update(steps)
   result = report.make_report(workdirs, os.path.join(out, 'report'), reference=workdirs[0],
                               qualitative_images=0 if quick else 4)
+  reference_runs = [w for (m, _), w in zip(runs, workdirs) if m == methods[0]]
+  profile = profile_table(*benchmark_profile(reference_runs, steps), label=methods[0])
   with open(os.path.join(out, 'report', 'summary.md'), 'w') as f:
-    f.write(summary(result) + '\n')
+    f.write(summary(result) + '\n\n' + profile + '\n')
+  print(profile)
   return result
 
 
@@ -170,6 +174,62 @@ def summary(report_json: dict) -> str:
   lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} and '
             "the two-sided p-value of Welch's t-test over seeds (no correction for the "
             f'{len(SUMMARY_STATS)} statistics x {len(labels) - 1} methods compared).']
+  return '\n'.join(lines)
+
+
+# The benchmark's profile (docs/synthetic_dataset.md): the figures MCCE must meet on the study
+# benchmark, with the paper's Table 1 (Cityscapes, DeepLabv3+ R101, MCCE) beside them.
+PROFILE_TARGETS = {  # key: (description, low, high, paper's value)
+    'worst': ('worst class (of the seed-mean IoUs)', 10.0, None, 48.5),
+    'bottom5': ('mean of the 5 worst classes', 25.0, 60.0, 57.7),
+    'top5': ('mean of the 5 best classes', 85.0, None, 94.8),
+    'std': ('class-IoU std (ddof 1)', 10.0, 25.0, 15.0),
+    'seed_std': ('seed-to-seed std of mIoU', None, 1.0, None),
+}
+
+
+def benchmark_profile(workdirs: list[str], steps: int) -> tuple[dict, list[str], np.ndarray]:
+  """The profile figures of the runs in `workdirs` (one method, several seeds): returns
+  (figures, class names, [seeds, K] per-class IoU with NaN for absent classes)."""
+  records = []
+  for workdir in workdirs:
+    with open(os.path.join(workdir, 'eval', f'{steps}.json')) as f:
+      records.append(json.load(f))
+  classes = list(records[0]['per_class_iou'])
+  iou = np.array([[np.nan if r['per_class_iou'][c] is None else r['per_class_iou'][c]
+                   for c in classes] for r in records], np.float64)
+  mean = np.sort(np.nanmean(iou, axis=0)[~np.all(np.isnan(iou), axis=0)])
+  mious = [r['miou'] for r in records]
+  figures = {'worst': mean[0], 'bottom5': mean[:5].mean(), 'top5': mean[-5:].mean(),
+             'std': np.std(mean, ddof=1),
+             'seed_std': np.std(mious, ddof=1) if len(mious) > 1 else float('nan'),
+             'miou': float(np.mean(mious)), 'min_any_seed': float(np.nanmin(iou))}
+  return figures, classes, iou
+
+
+def profile_table(figures: dict, classes: list[str], iou: np.ndarray, label: str) -> str:
+  """Markdown: the per-class IoU (seeds and mean, worst first) and the five profile figures
+  against their target ranges and the paper's Table 1."""
+  mean = np.nanmean(iou, axis=0)
+  lines = [f'### Benchmark profile of {label} ({len(iou)} seeds)', '',
+           '| class | mean IoU | ' + ' | '.join(f'seed {s}' for s in range(len(iou))) + ' |',
+           '|---|---|' + '---|' * len(iou)]
+  for c in np.argsort(np.where(np.isnan(mean), np.inf, mean)):
+    lines.append(f'| {classes[c]} | {mean[c]:.1f} | ' +
+                 ' | '.join(f'{v:.1f}' for v in iou[:, c]) + ' |')
+  lines += ['', '| figure | value | target | paper (Table 1, MCCE) | in range |',
+            '|---|---|---|---|---|']
+  for key, (what, low, high, paper) in PROFILE_TARGETS.items():
+    value = figures[key]
+    target = (f'{low:g} - {high:g}' if low is not None and high is not None else
+              f'>= {low:g}' if low is not None else f'<= {high:g}')
+    ok = np.isfinite(value) and (low is None or value >= low) and (high is None or
+                                                                   value <= high)
+    lines.append(f'| {what} | {value:.1f} | {target} | '
+                 f'{"" if paper is None else paper} | {"yes" if ok else "**no**"} |')
+  lines.append(f'| lowest class IoU in any seed | {figures["min_any_seed"]:.1f} | > 0 | | '
+               f'{"yes" if figures["min_any_seed"] > 0 else "**no**"} |')
+  lines.append(f'| mIoU | {figures["miou"]:.1f} | | 75.8 | |')
   return '\n'.join(lines)
 
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 import pytest
 
 from conftest import ROOT, subprocess_env
@@ -29,7 +31,11 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
           'tce_signal_class_t1', 'tce_size_prior_t1', 'uniform_crop'} <= set(report['labels'])
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
-    assert sum(line.startswith('|') for line in f) == 2 + len(experiment.METHODS)
+    methods_table, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
+  assert sum(line.startswith('|') for line in methods_table.splitlines()) == (
+      2 + len(experiment.METHODS))
+  assert '| mean of the 5 worst classes |' in profile and '| sky |' in profile
+  assert 'Benchmark profile of mcce' in first.stdout
   marker = tmp_path / 'exp' / 'tce_t1_s0' / 'eval' / '4.json'
   before = marker.stat().st_mtime_ns
   second = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
@@ -68,3 +74,30 @@ def test_summary_counts_classes_beyond_seed_noise():
   single = experiment.summary({'reference': 'mcce', 'labels': {
       'mcce': _entry(1, {'a': (1.0, 0.0)}, stats), 'tce': _entry(1, {'a': (2.0, 0.0)}, stats)}})
   assert '(+0.0)' in single and '| 0 / 0 |' in single  # one seed: no p-values, no counts
+
+
+def test_benchmark_profile_figures(tmp_path):
+  """The five figures of the benchmark issue from per-seed eval records (classes absent from
+  the split left out)."""
+  import experiment  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  iou = rng.uniform(0, 100, (3, 8))
+  iou[1, 2] = 0.0
+  workdirs = []
+  for seed in range(3):
+    workdir = tmp_path / f'mcce_s{seed}'
+    (workdir / 'eval').mkdir(parents=True)
+    per_class = {f'c{k}': float(iou[seed, k]) for k in range(8)}
+    per_class['absent'] = None
+    with open(workdir / 'eval' / '10.json', 'w') as f:
+      json.dump({'per_class_iou': per_class, 'miou': float(iou[seed].mean())}, f)
+    workdirs.append(str(workdir))
+  figures, classes, table = experiment.benchmark_profile(workdirs, 10)
+  mean = np.sort(iou.mean(0))
+  np.testing.assert_allclose([figures['worst'], figures['bottom5'], figures['top5'],
+                              figures['std'], figures['seed_std'], figures['min_any_seed']],
+                             [mean[0], mean[:5].mean(), mean[-5:].mean(), np.std(mean, ddof=1),
+                              np.std(iou.mean(1), ddof=1), 0.0])
+  assert classes[-1] == 'absent' and np.isnan(table[:, -1]).all()
+  text = experiment.profile_table(figures, classes, table, 'mcce')
+  assert '| lowest class IoU in any seed | 0.0 | > 0 | | **no** |' in text

@@ -18,9 +18,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
-  # Sizes of the built-in synthetic dataset (ignored by the real datasets).
+  # Sizes of the built-in synthetic dataset (ignored by the real datasets); `profile` 'v1'
+  # draws thin objects with fixed pixel sizes, 'v2' scales them with the image
+  # (docs/synthetic_dataset.md).
   config.dataset.synthetic = ml_collections.ConfigDict(dict(
-      num_train=2000, num_validation=300, height=128, width=256, seed=0))
+      num_train=2000, num_validation=300, height=128, width=256, seed=0, profile='v1'))
 
   config.input = ml_collections.ConfigDict()
   config.input.crop_size = (128, 128)  # training crop (height, width); images are padded to it

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tce_jax.data.synthetic_scenes import render_scene
+from tce_jax.data.synthetic_scenes import PROFILES, render_scene
 
 _DESCRIPTION = """Procedural street scenes labelled with Cityscapes' 19 classes: a long-tailed
 class distribution (rare trains, riders, motorcycles; thin poles; small signs and lights),
@@ -21,12 +21,17 @@ class SyntheticStreetsConfig(tfds.core.BuilderConfig):
   """Sizes and seed of one synthetic dataset; the name encodes them, so copies never clash."""
 
   def __init__(self, *, num_train: int = 2000, num_validation: int = 300, height: int = 128,
-               width: int = 256, seed: int = 0):
+               width: int = 256, seed: int = 0, profile: str = 'v1'):
+    if profile not in PROFILES:
+      raise ValueError(f'config.dataset.synthetic.profile={profile!r}: must be one of '
+                       f'{PROFILES}')
     name = f'n{num_train}_v{num_validation}_{height}x{width}_seed{seed}'
+    if profile != 'v1':  # v1's names predate profiles: its prepared copies stay valid
+      name += f'_{profile}'
     super().__init__(name=name, description=f'{num_train} train / {num_validation} validation '
-                     f'images of {height}x{width}, seed {seed}')
+                     f'images of {height}x{width}, seed {seed}, profile {profile}')
     self.num_train, self.num_validation = num_train, num_validation
-    self.height, self.width, self.seed = height, width, seed
+    self.height, self.width, self.seed, self.profile = height, width, seed, profile
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -66,6 +71,6 @@ class SyntheticStreets(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     for i in range(num_examples):
       rng = np.random.default_rng([c.seed, _SPLIT_IDS[split], i])
-      image, label = render_scene(rng, c.height, c.width)
+      image, label = render_scene(rng, c.height, c.width, c.profile)
       yield i, {'image': encode_png(image), 'segmentation_label': encode_png(label),
                 'image_id': i}

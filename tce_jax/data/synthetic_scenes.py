@@ -26,11 +26,20 @@ VEHICLE_PAINT = np.array([(200, 200, 205), (160, 40, 40), (40, 60, 140), (230, 2
                           (60, 60, 65), (240, 240, 240)], np.float32)
 
 
-class _Canvas:
-  """A label map and an image painted together; later strokes cover earlier ones."""
+PROFILES = ('v1', 'v2')
 
-  def __init__(self, rng: np.random.Generator, height: int, width: int):
+
+class _Canvas:
+  """A label map and an image painted together; later strokes cover earlier ones.
+
+  `unit`: the size in pixels of what profile 'v1' draws 1 pixel wide (poles, lights, signs,
+  windows, fence slats, lane marks): 1 in 'v1' whatever the resolution, height / 128 in 'v2',
+  where every object keeps its size relative to the image.
+  """
+
+  def __init__(self, rng: np.random.Generator, height: int, width: int, unit: float = 1.0):
     self.rng = rng
+    self.unit = unit
     self.h, self.w = height, width
     self.label = np.full((height, width), SKY, np.uint8)
     self.image = np.zeros((height, width, 3), np.float32)
@@ -74,12 +83,12 @@ class _Canvas:
 
 def _background(c: _Canvas, horizon: int):
   """Sky, buildings, vegetation, road, sidewalks and terrain."""
-  rng, h, w = c.rng, c.h, c.w
+  rng, h, w, u = c.rng, c.h, c.w, c.unit
   sky = np.array([120, 170, 225], np.float32) * rng.uniform(0.8, 1.1)
   grad = (c.yy[..., None] / h) * np.array([60, 40, 10], np.float32)
   c.label[:] = SKY
   c.image[:] = sky + grad
-  windows = ((c.yy % 8) < 4) & ((c.xx % 10) < 5)
+  windows = ((c.yy % (8 * u)) < 4 * u) & ((c.xx % (10 * u)) < 5 * u)
   x = 0
   while x < w:  # a row of buildings with windows, sometimes a gap of sky
     bw = int(rng.uniform(0.12, 0.35) * w)
@@ -87,13 +96,13 @@ def _background(c: _Canvas, horizon: int):
       top = horizon - rng.uniform(0.12, 0.42) * h
       color = c.jitter((125, 115, 105), 25)
       c.rect(top, horizon + 2, x, x + bw, BUILDING, color, 6)
-      box = (int(top) + 4, horizon - 3, x + 2, x + bw - 2)
+      box = (int(top + 4 * u), int(horizon - 3 * u), int(x + 2 * u), int(x + bw - 2 * u))
       c.paint(windows[box[0]:box[1], box[2]:box[3]], BUILDING, color * 0.55, 6, box)
     x += bw
   for _ in range(rng.poisson(1.5)):  # trees: crown and trunk
     cx, r = rng.uniform(0, w), rng.uniform(0.06, 0.16) * h
     cy = horizon - rng.uniform(0.1, 0.3) * h
-    c.rect(cy, horizon + 3, cx - 1.5, cx + 1.5, VEGETATION, (80, 60, 40), 8)
+    c.rect(cy, horizon + 3 * u, cx - 1.5 * u, cx + 1.5 * u, VEGETATION, (80, 60, 40), 8)
     c.ellipse(cy, cx, r, r * rng.uniform(1.0, 1.6), VEGETATION, c.jitter((70, 120, 50)), 25)
   # Road: a trapezoid towards a vanishing point; sidewalks or terrain beside it.
   vx = rng.uniform(0.35, 0.65) * w
@@ -111,45 +120,45 @@ def _background(c: _Canvas, horizon: int):
               c.jitter((175, 160, 165), 12), 10)
   road = below & (c.xx >= left) & (c.xx <= right)
   c.paint(road, ROAD, c.jitter((95, 90, 100), 10), 7)
-  lane = road & (np.abs(c.xx - vx) < 1 + 2 * depth) & ((c.yy // 6) % 2 == 0)
+  lane = road & (np.abs(c.xx - vx) < (1 + 2 * depth) * u) & ((c.yy // (6 * u)) % 2 == 0)
   c.paint(lane, ROAD, (220, 220, 210), 5)
   return vx, left, right
 
 
 def _barriers(c: _Canvas, horizon: int):
   """Low walls (coloured like buildings, no windows) and striped fences at the horizon."""
-  rng, h, w = c.rng, c.h, c.w
+  rng, h, w, u = c.rng, c.h, c.w, c.unit
   for p, cls in ((P_WALL, WALL), (P_FENCE, FENCE)):
     if rng.uniform() < p:
       x0 = rng.uniform(0, 0.6) * w
       x1 = x0 + rng.uniform(0.2, 0.45) * w
       top = horizon - rng.uniform(0.05, 0.12) * h
       if cls == WALL:
-        c.rect(top, horizon + 3, x0, x1, WALL, c.jitter((130, 118, 105), 25), 4)
+        c.rect(top, horizon + 3 * u, x0, x1, WALL, c.jitter((130, 118, 105), 25), 4)
       else:
-        stripes = (c.xx % 4) < 2
-        box = (int(top), horizon + 3, int(x0), int(x1))
+        stripes = (c.xx % (4 * u)) < 2 * u
+        box = (int(top), int(horizon + 3 * u), int(x0), int(x1))
         c.paint(stripes[box[0]:box[1], box[2]:box[3]], FENCE, c.jitter((150, 130, 110)), 8,
                 box)
 
 
 def _poles(c: _Canvas, horizon: int, left: np.ndarray, right: np.ndarray):
   """Thin poles on the sidewalks, some carrying a traffic light or a sign."""
-  rng, h, w = c.rng, c.h, c.w
+  rng, h, w, u = c.rng, c.h, c.w, c.unit
   for _ in range(rng.poisson(1.5)):
     yb = int(horizon + rng.uniform(0.05, 0.4) * (h - horizon))
     edge = left[yb, 0] if rng.uniform() < 0.5 else right[yb, 0]
     x = edge + rng.uniform(-0.04, 0.04) * w
     top = horizon - rng.uniform(0.2, 0.38) * h
-    thick = 1 + int(rng.uniform() < 0.5)
+    thick = (1 + int(rng.uniform() < 0.5)) * u
     c.rect(top, yb, x, x + thick, POLE, c.jitter((140, 140, 145), 10), 5)
     if rng.uniform() < P_LIGHT_ON_POLE:
-      c.rect(top - 6, top + 1, x - 1, x + 3, LIGHT, (30, 30, 30), 4)
-      c.rect(top - 5, top - 3, x, x + 2, LIGHT, [(230, 40, 30), (240, 200, 40),
-                                                   (40, 220, 90)][rng.integers(3)], 4)
+      c.rect(top - 6 * u, top + u, x - u, x + 3 * u, LIGHT, (30, 30, 30), 4)
+      c.rect(top - 5 * u, top - 3 * u, x, x + 2 * u, LIGHT,
+             [(230, 40, 30), (240, 200, 40), (40, 220, 90)][rng.integers(3)], 4)
     elif rng.uniform() < P_SIGN_ON_POLE:
-      cy, color = top + 3, [(230, 230, 40), (220, 40, 40), (40, 90, 200)][rng.integers(3)]
-      c.ellipse(cy, x + 0.5, 3, 3, SIGN, color, 6)
+      cy, color = top + 3 * u, [(230, 230, 40), (220, 40, 40), (40, 90, 200)][rng.integers(3)]
+      c.ellipse(cy, x + 0.5 * u, 3 * u, 3 * u, SIGN, color, 6)
 
 
 def _vehicle(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
@@ -193,7 +202,8 @@ def _two_wheeler(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
     c.ellipse(yb - r, wx, r, r, cls, color, 6)
     c.ellipse(yb - r, wx, 0.6 * r, 0.6 * r, ROAD, (95, 90, 100), 6)
   body = 0.25 if cls == BICYCLE else 0.9
-  c.rect(yb - 2 * r, yb - 2 * r + max(body * r, 1), cx - 1.6 * r, cx + 1.6 * r, cls, color, 6)
+  c.rect(yb - 2 * r, yb - 2 * r + max(body * r, c.unit), cx - 1.6 * r, cx + 1.6 * r, cls, color,
+         6)
   if rng.uniform() < (P_RIDER_ON_BICYCLE if cls == BICYCLE else P_RIDER_ON_MOTORCYCLE):
     _person(c, RIDER, yb - 1.6 * r, cx, scale * 0.9)
 
@@ -234,9 +244,17 @@ def _objects(c: _Canvas, horizon: int, vx: float, left: np.ndarray, right: np.nd
       _two_wheeler(c, cls, yb, x, scale)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int):
-  """Draws one scene: image [H, W, 3] uint8 and label [H, W] uint8 (255 = ignore)."""
-  c = _Canvas(rng, height, width)
+def render_scene(rng: np.random.Generator, height: int, width: int, profile: str = 'v1'):
+  """Draws one scene: image [H, W, 3] uint8 and label [H, W] uint8 (255 = ignore).
+
+  `profile` 'v1' draws thin objects (poles, lights, signs, windows, fence slats, lane marks)
+  with fixed pixel sizes, made for 128 x 256 (at a higher resolution they get relatively
+  thinner); 'v2' scales them with the image (by height / 128), so a scene rendered at
+  256 x 512 is the 128 x 256 scene in twice the detail. The random draws are the same.
+  """
+  if profile not in PROFILES:
+    raise ValueError(f'Unknown synthetic profile {profile!r}; known: {PROFILES}')
+  c = _Canvas(rng, height, width, 1.0 if profile == 'v1' else height / 128)
   horizon = int(height * rng.uniform(0.42, 0.55))
   vx, left, right = _background(c, horizon)
   _barriers(c, horizon)

@@ -198,7 +198,7 @@ def benchmark_profile(workdirs: list[str], steps: int) -> tuple[dict, list[str],
   classes = list(records[0]['per_class_iou'])
   iou = np.array([[np.nan if r['per_class_iou'][c] is None else r['per_class_iou'][c]
                    for c in classes] for r in records], np.float64)
-  mean = np.sort(np.nanmean(iou, axis=0)[~np.all(np.isnan(iou), axis=0)])
+  mean = np.sort(np.nanmean(iou[:, ~np.all(np.isnan(iou), axis=0)], axis=0))
   mious = [r['miou'] for r in records]
   figures = {'worst': mean[0], 'bottom5': mean[:5].mean(), 'top5': mean[-5:].mean(),
              'std': np.std(mean, ddof=1),
@@ -210,7 +210,9 @@ def benchmark_profile(workdirs: list[str], steps: int) -> tuple[dict, list[str],
 def profile_table(figures: dict, classes: list[str], iou: np.ndarray, label: str) -> str:
   """Markdown: the per-class IoU (seeds and mean, worst first) and the five profile figures
   against their target ranges and the paper's Table 1."""
-  mean = np.nanmean(iou, axis=0)
+  present = ~np.all(np.isnan(iou), axis=0)
+  mean = np.full(iou.shape[1], np.nan)
+  mean[present] = np.nanmean(iou[:, present], axis=0)
   lines = [f'### Benchmark profile of {label} ({len(iou)} seeds)', '',
            '| class | mean IoU | ' + ' | '.join(f'seed {s}' for s in range(len(iou))) + ' |',
            '|---|---|' + '---|' * len(iou)]

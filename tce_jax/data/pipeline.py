@@ -137,7 +137,8 @@ class TrainBatches:
     self.class_index = class_index
     self.skip_bad_records = skip_bad_records
     self.skipped = 0  # bad records replaced so far (skip_bad_records)
-    self.class_crop_retries, self.class_crop_min_pixels = class_crop_retries, class_crop_min_pixels
+    self.class_crop_retries = class_crop_retries  # class-aware crops (0: off)
+    self.class_crop_min_pixels = class_crop_min_pixels
     self._lock = threading.Lock()
     self.augment = functools.partial(
         random_scale_crop_flip, crop_size=tuple(crop_size), scales=tuple(scales), flip=flip,

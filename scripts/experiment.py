@@ -30,6 +30,7 @@ import tqdm
 from tce_jax import report
 from tce_jax import train
 from tce_jax.configs import synthetic_mcce
+from tce_jax.configs import synthetic_rcs
 from tce_jax.configs import tiny
 
 FLAGS = flags.FLAGS
@@ -45,12 +46,14 @@ def _define_flags():
   flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS; default: all). The '
                     'first is the reference of the report.')
 
-# DAFormer's parameters scaled to the synthetic images (configs/synthetic_rcs.py): class-aware
-# crops (10 redraws, 94 pixels of the class in the 128 x 128 crop) and D_c restricted to the
-# images with more than 188 pixels of c.
-CLASS_CROP = {'sampling.class_crop.retries': 10, 'sampling.class_crop.min_pixels': 94}
-RCS = {'sampling.name': 'rcs', 'sampling.rcs_temperature': 0.01, 'sampling.min_pixels': 188,
-       **CLASS_CROP}
+# DAFormer's parameters scaled to the synthetic images, as configs/synthetic_rcs.py sets them:
+# class-aware crops (10 redraws, 94 pixels of the class in the 128 x 128 crop) and D_c
+# restricted to the images with more than 188 pixels of c.
+_RCS_CONFIG = synthetic_rcs.get_config()
+CLASS_CROP = {f'sampling.class_crop.{field}': _RCS_CONFIG.sampling.class_crop[field]
+              for field in ('retries', 'min_pixels')}
+RCS = {'sampling.name': 'rcs', 'sampling.rcs_temperature': _RCS_CONFIG.sampling.rcs_temperature,
+       'sampling.min_pixels': _RCS_CONFIG.sampling.min_pixels, **CLASS_CROP}
 
 # method -> config overrides on top of configs/synthetic_mcce.py. The paper's methods first.
 METHODS = {

@@ -196,16 +196,16 @@ def tilted_class_loss(logits: Array, labels: Array, t: float | Array, *,
   return _safe_divide(num, _psum(jnp.sum(has_pixels, dtype=jnp.float32), axis_name))
 
 
-def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
-  """Per-class weights 1 / pixel frequency, normalised to mean 1 over the classes seen.
+def inverse_frequency_weights(pixel_counts: np.ndarray, power: float = 1.0) -> np.ndarray:
+  """Per-class weights (1 / pixel frequency)^power, normalised to mean 1 over the classes seen.
 
   Classes without pixels get weight 0 (they never occur in the labels). Used as focal
-  alpha and as weighted-CE weights.
+  alpha and as weighted-CE weights (power 1), and as the milder sqrt weights (power 0.5).
   """
   counts = np.asarray(pixel_counts, np.float64)
   seen = counts > 0
   weights = np.zeros_like(counts)
-  weights[seen] = counts[seen].sum() / counts[seen]
+  weights[seen] = (counts[seen].sum() / counts[seen]) ** power
   return (weights / weights[seen].mean()).astype(np.float32)
 
 
@@ -213,11 +213,7 @@ def sqrt_inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
   """Per-class weights 1 / sqrt(pixel frequency), normalised to mean 1 over the classes seen
   (0 for classes without pixels): the milder re-weighting of the CE baselines users compare
   with (e.g. the "median/sqrt frequency" weights of segmentation papers)."""
-  counts = np.asarray(pixel_counts, np.float64)
-  seen = counts > 0
-  weights = np.zeros_like(counts)
-  weights[seen] = np.sqrt(counts[seen].sum() / counts[seen])
-  return (weights / weights[seen].mean()).astype(np.float32)
+  return inverse_frequency_weights(pixel_counts, power=0.5)
 
 
 LossFn = Callable[..., Array]

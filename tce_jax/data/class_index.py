@@ -48,18 +48,21 @@ class ClassIndex:
     """
     if min_pixels <= 0:
       return self
-    if self.image_pixel_counts is None:
-      raise ValueError('This class index has no per-image pixel counts: rebuild it')
-    enough = self.image_pixel_counts > min_pixels
+    enough = self._enough(min_pixels)
     sparse = self.presence.any(axis=0) & ~enough.any(axis=0)
     return dataclasses.replace(self, presence=np.where(sparse, self.presence, enough))
 
   def sparse_classes(self, min_pixels: int) -> np.ndarray:
     """The classes present in the split but in no image with more than `min_pixels` pixels."""
-    if min_pixels <= 0 or self.image_pixel_counts is None:
+    if min_pixels <= 0:
       return np.zeros((0,), np.int64)
-    return np.flatnonzero(self.presence.any(axis=0) &
-                          ~(self.image_pixel_counts > min_pixels).any(axis=0))
+    return np.flatnonzero(self.presence.any(axis=0) & ~self._enough(min_pixels).any(axis=0))
+
+  def _enough(self, min_pixels: int) -> np.ndarray:
+    """[N, K] bool: image n holds more than `min_pixels` pixels of class k."""
+    if self.image_pixel_counts is None:
+      raise ValueError('This class index has no per-image pixel counts: rebuild it')
+    return self.image_pixel_counts > min_pixels
 
   @property
   def available(self) -> np.ndarray:

@@ -23,6 +23,28 @@ def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int
   return counts.astype(jnp.int32).reshape(num_classes, num_classes)
 
 
+def cross_entropy_sum(scores: jax.Array, labels: jax.Array, num_classes: int, *,
+                      probabilities: bool = False,
+                      ignore_index: int = IGNORE_INDEX) -> jax.Array:
+  """The float32 sum over the labelled pixels of -log p(label), from logits [..., K] or, with
+  `probabilities`, from class probabilities (the average of several test-time passes).
+
+  The validation loss is this sum over a split divided by its labelled pixels (the confusion
+  matrix's total): the plain cross-entropy whatever loss the run trained with, so that runs of
+  every method compare on one measure.
+  """
+  labels = labels.astype(jnp.int32)
+  valid = (labels != ignore_index) & (labels < num_classes)
+  safe = jnp.where(valid, labels, 0)[..., None]
+  scores = scores.astype(jnp.float32)
+  if probabilities:
+    log_p = jnp.log(jnp.maximum(jnp.take_along_axis(scores, safe, -1)[..., 0],
+                                jnp.finfo(jnp.float32).tiny))
+  else:
+    log_p = jnp.take_along_axis(jax.nn.log_softmax(scores, -1), safe, -1)[..., 0]
+  return -jnp.sum(jnp.where(valid, log_p, 0.0))
+
+
 def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
   """Per-class IoU in percent [K]; NaN for a class absent from both labels and predictions."""
   confusion = np.asarray(confusion, np.float64)
@@ -48,8 +70,9 @@ def per_class_rows(record: dict) -> list[dict]:
 
 
 def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
-              fairness_fraction: float = 0.25) -> dict:
-  """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent).
+              fairness_fraction: float = 0.25, cross_entropy: float | None = None) -> dict:
+  """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent), with the
+  validation loss `cross_entropy` (mean over the labelled pixels) when given.
 
   Classes absent from both labels and predictions have IoU null and are left out of mIoU
   and of the fairness statistics (the model is its own reference here; reports compare
@@ -67,6 +90,7 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
       'step': int(step),
       'miou': float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan'),
       'pixel_accuracy': float(100.0 * np.trace(confusion) / total) if total else float('nan'),
+      **({} if cross_entropy is None else {'cross_entropy': float(cross_entropy)}),
       'per_class_iou': {name: (None if np.isnan(v) else float(v))
                         for name, v in zip(class_names, iou)},
       'absent_classes': [name for name, v in zip(class_names, iou) if np.isnan(v)],

@@ -21,7 +21,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 import jax
@@ -36,12 +36,14 @@ from tce_jax import evaluation
 from tce_jax import models
 from tce_jax import records
 from tce_jax.data import class_index as class_index_lib
+from tce_jax.data import classes
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
 from tce_jax.data.classes import class_tag
 
 AXIS = 'batch'  # the mesh axis the batch is split over (as in training)
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+Preview = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, label, prediction)
 MODES = ('whole', 'slide')
 RESOLUTIONS = ('resized', 'original')
 LOG_EVERY_S = 60.0  # progress lines in the log where no progress bar shows
@@ -194,23 +196,37 @@ def predict(model, variables: Variables, images: jax.Array, sizes: jax.Array | N
   return total / len(passes)
 
 
+def returns_logits(scales: Sequence[float], flip: bool) -> bool:
+  """Whether `predict` with these scales and flip returns logits (one pass) rather than the
+  average of several passes' class probabilities."""
+  return len(scales) == 1 and not flip
+
+
 def eval_step(variables: Variables, batch: dict[str, jax.Array], *, model, num_classes: int,
-              axis_name: str = AXIS, **predict_kwargs) -> jax.Array:
-  """The int32 confusion matrix [K, K] of a global batch scored at the input size (this
-  device's share, summed over devices). One batch holds far fewer than 2^31 pixels; the
-  split's total is summed in int64 on the host."""
+              axis_name: str = AXIS, **predict_kwargs) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """A global batch scored at the input size: its int32 confusion matrix [K, K] and float32
+  cross-entropy sum over the labelled pixels (this device's share, summed over devices), and
+  the predictions [B, H, W] uint8 (batch-sharded; fetched only for the TensorBoard preview).
+  One batch holds far fewer than 2^31 pixels; the split's totals are summed on the host."""
   scores = predict(model, variables, batch['image'], batch['size'], **predict_kwargs)
-  confusion = evaluation.confusion_matrix(jnp.argmax(scores, -1), batch['label'], num_classes)
-  return lax.psum(confusion, axis_name)
+  predictions = jnp.argmax(scores, -1)
+  confusion = evaluation.confusion_matrix(predictions, batch['label'], num_classes)
+  logits = returns_logits(predict_kwargs.get('scales', (1.0,)), predict_kwargs.get('flip', False))
+  loss = evaluation.cross_entropy_sum(scores, batch['label'], num_classes,
+                                      probabilities=not logits)
+  return (lax.psum(confusion, axis_name), lax.psum(loss, axis_name),
+          predictions.astype(jnp.uint8))
 
 
 def score_step(scores: jax.Array, sizes: jax.Array, labels: jax.Array, label_sizes: jax.Array,
-               offsets: jax.Array, *, num_classes: int, axis_name: str = AXIS) -> jax.Array:
-  """The int32 confusion matrix [K, K] of one tile of each image's original label
-  (`config.eval.resolution='original'`): each image's scores [H, W, K] (from `predict`) are
-  resized bilinearly from its input size to its label size, the tile at `offsets` (row,
-  column) of that resized map is computed (tiles have the canvas's shape), and its argmax is
-  scored against labels [B, H, W]. One image at a time: a large image's scores take memory.
+               offsets: jax.Array, *, num_classes: int, probabilities: bool = False,
+               axis_name: str = AXIS) -> tuple[jax.Array, jax.Array]:
+  """The int32 confusion matrix [K, K] and float32 cross-entropy sum of one tile of each
+  image's original label (`config.eval.resolution='original'`): each image's scores
+  [H, W, K] (from `predict`: logits, or class probabilities with `probabilities`) are resized
+  bilinearly from its input size to its label size, the tile at `offsets` (row, column) of
+  that resized map is computed (tiles have the canvas's shape), and it is scored against
+  labels [B, H, W]. One image at a time: a large image's scores take memory.
 
   A program apart from the model's, so that the model compiles once per canvas however many
   tiles a label needs; this one compiles in moments.
@@ -218,10 +234,47 @@ def score_step(scores: jax.Array, sizes: jax.Array, labels: jax.Array, label_siz
   def one(args):
     score, size, label, label_size, offset = args
     resized = resize_bilinear(score, label.shape, size, label_size, offset)
-    return evaluation.confusion_matrix(jnp.argmax(resized, -1), label, num_classes)
+    return (evaluation.confusion_matrix(jnp.argmax(resized, -1), label, num_classes),
+            evaluation.cross_entropy_sum(resized, label, num_classes,
+                                         probabilities=probabilities))
 
-  confusion = lax.map(one, (scores, sizes, labels, label_sizes, offsets)).sum(0)
-  return lax.psum(confusion, axis_name)
+  confusion, loss = lax.map(one, (scores, sizes, labels, label_sizes, offsets))
+  return lax.psum(confusion.sum(0), axis_name), lax.psum(loss.sum(), axis_name)
+
+
+def local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in batch order (what it passed to
+  `jax.make_array_from_process_local_data`)."""
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def preview_grid(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 palette: np.ndarray, *, max_width: int = 1536) -> np.ndarray:
+  """One RGB uint8 image of rows `image | ground truth | prediction` (label maps in the
+  dataset's colours, ignored pixels black, a white gap between panels), subsampled to at most
+  `max_width` pixels wide: what TensorBoard shows at each evaluation."""
+  width = max(e[0].shape[1] for e in examples)
+  step = max(1, math.ceil(3 * width / max_width))
+  gap = 4
+  rows = []
+  for image, label, prediction in examples:
+    panels = [image, classes.colorize(label, palette), classes.colorize(prediction, palette)]
+    panels = [p[::step, ::step] for p in panels]
+    h = panels[0].shape[0]
+    row = np.full((h, 3 * -(-width // step) + 2 * gap, 3), 255, np.uint8)
+    x = 0
+    for panel in panels:
+      row[:, x:x + panel.shape[1]] = panel
+      x += -(-width // step) + gap
+    rows.append(row)
+  grid = np.full((sum(r.shape[0] for r in rows) + gap * (len(rows) - 1), rows[0].shape[1], 3),
+                 255, np.uint8)
+  y = 0
+  for row in rows:
+    grid[y:y + row.shape[0]] = row
+    y += row.shape[0] + gap
+  return grid
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,6 +329,13 @@ def protocol_tag(made: dict, default: dict) -> str:
   return '_'.join(parts)
 
 
+class Evaluation(NamedTuple):
+  """What `Evaluator.evaluate` measures on a split."""
+  confusion: np.ndarray  # int64 [K, K], rows = ground truth
+  cross_entropy: float  # the validation loss: mean -log p(label) over the labelled pixels
+  preview: Preview  # a few fixed images with their labels and predictions (process 0)
+
+
 class Evaluator:
   """Evaluates model variables on a split; writes TensorBoard scalars and eval/<step>.json."""
 
@@ -302,22 +362,27 @@ class Evaluator:
                           stride=tuple(config.eval.stride) if config.eval.stride else None)
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
     k = len(class_names)
+    probabilities = not returns_logits(predict_kwargs['scales'], predict_kwargs['flip'])
+    self.palette = datasets.get_spec(config).palette
     if self.original:
+      def scores_and_predictions(v, images, sizes):
+        scores = predict(model, v, images, sizes, **predict_kwargs)
+        return scores, jnp.argmax(scores, -1).astype(jnp.uint8)  # the latter for the preview
       self._predict = jax.jit(
-          jax.shard_map(lambda v, images, sizes: predict(model, v, images, sizes,
-                                                         **predict_kwargs),
-                        mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS),
-                        check_vma=False),
-          in_shardings=(replicated, batched, batched), out_shardings=batched)
+          jax.shard_map(scores_and_predictions, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)),
+                        out_specs=(P(AXIS), P(AXIS)), check_vma=False),
+          in_shardings=(replicated, batched, batched), out_shardings=(batched, batched))
       self._score = jax.jit(
-          jax.shard_map(functools.partial(score_step, num_classes=k), mesh=mesh,
-                        in_specs=(P(AXIS),) * 5, out_specs=P(), check_vma=False),
+          jax.shard_map(functools.partial(score_step, num_classes=k,
+                                          probabilities=probabilities), mesh=mesh,
+                        in_specs=(P(AXIS),) * 5, out_specs=(P(), P()), check_vma=False),
           in_shardings=(batched,) * 5)
     else:
       self._step = jax.jit(
           jax.shard_map(functools.partial(eval_step, model=model, num_classes=k,
                                           **predict_kwargs),
-                        mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False),
+                        mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P(), P(AXIS)),
+                        check_vma=False),
           in_shardings=(replicated, batched))
 
   @property
@@ -333,6 +398,10 @@ class Evaluator:
 
   def __call__(self, variables: Variables) -> np.ndarray:
     """The int64 confusion matrix [K, K] of the whole split."""
+    return self.evaluate(variables).confusion
+
+  def evaluate(self, variables: Variables) -> Evaluation:
+    """The split's confusion matrix, validation loss and preview (`Evaluation`)."""
     sharding = NamedSharding(self.mesh, P(AXIS))
     plan = self.plan
     batches = pipeline.eval_batches(
@@ -340,7 +409,8 @@ class Evaluator:
         process_count=jax.process_count(), size=self.config.input.eval_size,
         resolution='original' if self.original else 'resized', plan=plan,
         num_threads=self.config.input.num_threads)
-    per_batch = []  # int32 [K, K] each, on the device; at most 2 batches in flight
+    per_batch = []  # (int32 [K, K], float32) each, on the device; at most 2 batches in flight
+    preview: Preview = []
     total_images = sum(b.num_images for b in plan)
     start = last_log = time.perf_counter()
     done = 0
@@ -354,14 +424,19 @@ class Evaluator:
         self.canvases.add(planned.canvas)
         if self.original:
           sizes, label_sizes = to_device(batch['size']), to_device(batch['label_size'])
-          scores = self._predict(variables, to_device(batch['image']), sizes)
+          scores, predictions = self._predict(variables, to_device(batch['image']), sizes)
           for t in range(planned.num_tiles):
             per_batch.append(self._score(scores, sizes, to_device(batch['label'][:, t]),
                                          label_sizes, to_device(batch['tile_offset'][:, t])))
+          if not preview:
+            preview = self._preview(planned, batch, predictions)
         else:
-          per_batch.append(self._step(variables, jax.tree.map(to_device, batch)))
+          confusion, loss, predictions = self._step(variables, jax.tree.map(to_device, batch))
+          per_batch.append((confusion, loss))
+          if not preview:
+            preview = self._preview(planned, batch, predictions)
         if len(per_batch) > 2:
-          per_batch[-3].block_until_ready()
+          per_batch[-3][0].block_until_ready()
         bar.update(planned.num_images)
         done += planned.num_images
         now = time.perf_counter()
@@ -371,7 +446,7 @@ class Evaluator:
                        self.source.split, done, total_images, rate,
                        (total_images - done) / max(rate, 1e-9))
           last_log = now
-      confusions = jax.device_get(per_batch)
+      fetched = jax.device_get(per_batch)
     elapsed = time.perf_counter() - start
     self.last_speed = (total_images, total_images / max(elapsed, 1e-9))
     logging.log(logging.INFO if elapsed > 60 else logging.DEBUG,
@@ -379,7 +454,35 @@ class Evaluator:
                 total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
                 len(self.canvases))
     k = len(self.class_names)
-    return sum((np.asarray(cm, np.int64) for cm in confusions), np.zeros((k, k), np.int64))
+    confusion = sum((np.asarray(cm, np.int64) for cm, _ in fetched), np.zeros((k, k), np.int64))
+    loss = math.fsum(float(l) for _, l in fetched)
+    labelled = int(confusion.sum())
+    return Evaluation(confusion, loss / labelled if labelled else float('nan'), preview)
+
+  def _preview(self, planned: pipeline.EvalBatch, batch: dict[str, np.ndarray],
+               predictions: jax.Array) -> Preview:
+    """(image, label, prediction) of the first `config.eval.preview_images` images of this
+    process's share of the split's first batch (the same images at every evaluation), each
+    cropped to the image; labels at the input size. Only process 0 makes one."""
+    n = self.config.eval.preview_images
+    if n <= 0 or jax.process_index() != 0:
+      return []
+    local = len(batch['image'])
+    indices = [i for i in planned.indices[:local] if i >= 0][:n]
+    if not indices:
+      return []
+    predicted = local_rows(predictions)
+    examples = []
+    for j, index in enumerate(indices):
+      h, w = batch['size'][j]
+      if self.original:  # labels come at their original size, in tiles: take the record's
+        record = self.source[index]
+        label = pipeline.resize(record['image'], record['label'], pipeline.keep_ratio_scale(
+            *record['label'].shape, self.config.input.eval_size))[1]
+      else:
+        label = batch['label'][j, :h, :w]
+      examples.append((batch['image'][j, :h, :w], label[:h, :w], predicted[j, :h, :w]))
+    return examples
 
   def write(self, variables: Variables, step: int, workdir: str, writer, class_writer, *,
             tag: str = '') -> dict:
@@ -387,8 +490,10 @@ class Evaluator:
     eval/<step>_<split>.json for another split than the config's and
     eval/<step>[_<split>]_<tag>.json for another protocol than the run's (`protocol_tag`),
     with TensorBoard scalars under the same prefix."""
-    record = evaluation.summarize(self(variables), self.class_names, step,
-                                  fairness_fraction=self.config.eval.fairness_fraction)
+    result = self.evaluate(variables)
+    record = evaluation.summarize(result.confusion, self.class_names, step,
+                                  fairness_fraction=self.config.eval.fairness_fraction,
+                                  cross_entropy=result.cross_entropy)
     record['split'] = self.source.split
     record['protocol'] = protocol(self.config, self.source.split)
     suffix = '' if self.source.split == self.config.dataset.eval_split else (
@@ -398,18 +503,23 @@ class Evaluator:
     del writer  # the log gets the line below; the scalars go to TensorBoard only
     class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
                                 f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
+                                f'{prefix}/cross_entropy': record['cross_entropy'],
                                 **{f'{prefix}/fairness/{k}': v for k, v in
                                    record['fairness'].items() if k != 'num_classes'},
                                 **{f'{prefix}/fairness/{k}': record['fairness_extra'][k]
                                    for k in ('gini', 'cvar') if k in record['fairness_extra']}})
     class_writer.write_scalars(step, {f'{prefix}/iou/{class_tag(name)}': v for name, v in
                                       record['per_class_iou'].items() if v is not None})
+    if result.preview:
+      class_writer.write_images(step, {f'{prefix}/predictions': preview_grid(
+          result.preview, self.palette)[None]})
     if jax.process_index() == 0:
       os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
       records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
       records.write_csv(os.path.join(workdir, 'eval', f'{step}{suffix}.csv'),
                         evaluation.per_class_rows(record))
-    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f (%s%s; %d images, '
-                 '%.1f images/s).', step, record['miou'], record['pixel_accuracy'],
+    logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f, cross-entropy %.3f '
+                 '(%s%s; %d images, %.1f images/s).', step, record['miou'],
+                 record['pixel_accuracy'], record['cross_entropy'],
                  self.source.split, f', {tag}' if tag else '', *self.last_speed)
     return record

@@ -31,12 +31,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import optax
+import tqdm
 
 from tce_jax import checkpoints as checkpoints_lib
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import losses
 from tce_jax import models
+from tce_jax import progress
 from tce_jax import sampling
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
@@ -449,6 +451,10 @@ def write_tensorboard_layout(workdir: str) -> None:
           chart('validation mIoU and fairness statistics (%)', r'^eval/miou$',
                 r'^eval/fairness/(sorted_|percentile_.*miou|worst|std).*'),
       ]),
+      layout_pb2.Category(title='Losses', chart=[
+          chart('training loss (the configured one), training and validation cross-entropy',
+                r'^train/(loss|mcce)$', r'^eval/cross_entropy$'),
+      ]),
       layout_pb2.Category(title='Sampling (class-conditional samplers)', chart=[
           chart('sampling probability of every class', r'^sampling/probability/.*'),
           chart('EMA tilted loss of every class (log)', r'^sampling/log_tilted/.*'),
@@ -485,6 +491,9 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
                config.name, start_step, num_steps, jax.device_count(), jax.process_count(),
                pretrained.describe_init(config))
   window, unchecked, record = [], [], None
+  # On a terminal: a bar with the rate and ETA, the log lines above it (else clu's lines).
+  bar = tqdm.tqdm(total=num_steps, initial=start_step, unit='step', desc=f'training {config.name}',
+                  disable=not progress.watched(), dynamic_ncols=True, mininterval=1.0)
 
   def check_finite():
     """config.train.nonfinite='stop': stop at the first non-finite step since the last check
@@ -499,11 +508,12 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
           f'step {checkpoints.latest_step()}) hold only finite parameters; lower the learning '
           'rate, or use --config.train.nonfinite=skip to skip such steps.')
 
-  with _StopSignals() as stop:
+  with _StopSignals() as stop, progress.above_bars(not bar.disable), bar:
     for done, state, metrics in training_steps(experiment, state):
       window.append(metrics)
       unchecked.append((done, metrics['finite']))
       report_progress(done)
+      bar.update(1)
       if done % config.train.log_every == 0 or done == num_steps:
         check_finite()
         summary = {f'train/{k}': float(np.mean(v)) for k, v in
@@ -514,6 +524,7 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
         summary['train/learning_rate'] = float(learning_rate(done - 1))
         summary['train/skipped_records'] = experiment.skipped_records()
         writer.write_scalars(done, summary)
+        bar.set_postfix(loss=f'{summary["train/loss"]:.4g}', refresh=False)
         sampler_scalars = experiment.sampler.scalars(jax.device_get(state.sampler),
                                                      class_names)
         if sampler_scalars:

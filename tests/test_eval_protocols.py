@@ -206,7 +206,7 @@ def image_scores(evaluator, variables, plan, eval_size):
   out = {}
   for planned, batch in zip(plan, pipeline.eval_batches(evaluator.source, len(plan[0].indices),
                                                         plan=plan, size=eval_size)):
-    result = np.asarray(evaluator._predict(variables, batch['image'], batch['size']))  # pylint: disable=protected-access
+    result = np.asarray(evaluator._predict(variables, batch['image'], batch['size'])[0])  # pylint: disable=protected-access
     for j, i in enumerate(planned.indices):
       if i >= 0:
         h, w = batch['size'][j]
@@ -227,13 +227,14 @@ def ade_evaluation(ade_config):
   jax_logger.addHandler(handler)
   try:
     with jax.log_compiles(True):
-      confusion = evaluator(variables)
+      result = evaluator.evaluate(variables)
       first = list(handler.lines)
       again = evaluator(variables)  # the second evaluation compiles nothing
   finally:
     jax_logger.removeHandler(handler)
-  return dict(source=source, evaluator=evaluator, variables=variables, confusion=confusion,
-              again=again, compiled=first, compiled_later=handler.lines[len(first):],
+  return dict(source=source, evaluator=evaluator, variables=variables,
+              confusion=result.confusion, cross_entropy=result.cross_entropy,
+              preview=result.preview, again=again, compiled=first, compiled_later=handler.lines[len(first):],
               scores=image_scores(evaluator, variables, evaluator.plan,
                                   ade_config.input.eval_size))
 
@@ -261,6 +262,86 @@ def test_original_resolution_scoring_matches_numpy_reference(ade_evaluation):
   assert reference.sum() == sum(int((source[i]['label'] != 255).sum())
                                 for i in range(len(source)))
   np.testing.assert_array_equal(ade_evaluation['confusion'], reference)
+
+
+def test_validation_cross_entropy_matches_float64_reference(ade_evaluation):
+  """The validation loss at the original resolution: each image's logits resized (float64) to
+  its label, -log softmax of the label's class, averaged over the labelled pixels."""
+  source = ade_evaluation['source']
+  total, count = 0.0, 0
+  for i, scores in ade_evaluation['scores'].items():
+    label = source[i]['label']
+    logits = bilinear_reference(scores, *label.shape)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    valid = label != 255
+    total -= np.take_along_axis(log_p, np.where(valid, label, 0)[..., None], -1)[..., 0][valid].sum()
+    count += int(valid.sum())
+  assert count == ade_evaluation['confusion'].sum()
+  np.testing.assert_allclose(ade_evaluation['cross_entropy'], total / count, rtol=1e-5)
+
+
+def test_preview_shows_fixed_images_with_labels_and_predictions(ade_evaluation):
+  """The TensorBoard preview: the first images of the first batch, each with its label at the
+  input size and the argmax of its scores."""
+  evaluator, preview = ade_evaluation['evaluator'], ade_evaluation['preview']
+  first = [i for i in evaluator.plan[0].indices if i >= 0][:evaluator.config.eval.preview_images]
+  assert len(preview) == len(first) == 3
+  for i, (image, label, prediction) in zip(first, preview):
+    scores = ade_evaluation['scores'][i]
+    assert image.shape[:2] == label.shape == prediction.shape == scores.shape[:2]
+    np.testing.assert_array_equal(prediction, scores.argmax(-1))
+    record = source_record = evaluator.source[i]
+    expected = pipeline.resize(record['image'], source_record['label'], pipeline.keep_ratio_scale(
+        *record['label'].shape, evaluator.config.input.eval_size))
+    np.testing.assert_array_equal(image, expected[0])
+    np.testing.assert_array_equal(label, expected[1])
+  grid = evaluator_lib.preview_grid(preview, evaluator.palette)
+  assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+  h0, w0 = preview[0][0].shape[:2]
+  np.testing.assert_array_equal(grid[:h0, :w0], preview[0][0])  # the image, top left
+  width = max(p[0].shape[1] for p in preview)
+  np.testing.assert_array_equal(  # its prediction, third panel, in the dataset's colours
+      grid[:h0, 2 * (width + 4):2 * (width + 4) + w0], evaluator.palette[preview[0][2]])
+
+
+@pytest.mark.parametrize('probabilities', [False, True])
+def test_cross_entropy_sum_matches_float64_reference(probabilities):
+  rng = np.random.default_rng(int(probabilities))
+  logits = rng.normal(size=(2, 5, 6, 7)) * 3
+  labels = rng.integers(0, 7, size=(2, 5, 6))
+  labels[0, 0] = 255  # ignored
+  labels[1, 1, :3] = 9  # outside the classes: ignored too
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  valid = labels < 7
+  expected = -np.log(np.take_along_axis(p, np.where(valid, labels, 0)[..., None], -1)[..., 0])
+  scores = p if probabilities else logits
+  got = evaluation.cross_entropy_sum(jnp.asarray(scores, jnp.float32), jnp.asarray(labels), 7,
+                                     probabilities=probabilities)
+  np.testing.assert_allclose(float(got), expected[valid].sum(), rtol=1e-5)
+
+
+def test_multiscale_flip_cross_entropy_averages_probabilities(make_tiny_config):
+  """Resized-path evaluation with test-time augmentation: the loss is -log of the averaged
+  class probabilities, over the split's labelled pixels (numpy float64 from `predict`)."""
+  config = make_tiny_config({'eval.scales': (0.5, 1.0), 'eval.flip': True})
+  source = datasets.load_source(config, config.dataset.eval_split)
+  variables = variables_for(config)
+  evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,
+                                      train.make_mesh())
+  result = evaluator.evaluate(variables)
+  run = jit_predict(eval_model(config), scales=(0.5, 1.0), flip=True)
+  total, count = 0.0, 0
+  for i in range(len(source)):
+    example = source[i]
+    p = np.asarray(run(variables, jnp.asarray(example['image'][None])), np.float64)[0]
+    valid = example['label'] != 255
+    total -= np.log(np.take_along_axis(p, np.where(valid, example['label'], 0)[..., None],
+                                       -1)[..., 0][valid]).sum()
+    count += int(valid.sum())
+  assert count == result.confusion.sum()
+  np.testing.assert_allclose(result.cross_entropy, total / count, rtol=1e-4)
 
 
 def test_prediction_does_not_depend_on_batch_mates(ade_evaluation):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tce_jax import config_validation
+from tce_jax.configs import tiny
 
 from conftest import main_command, ROOT, subprocess_env
 
@@ -43,7 +44,12 @@ def test_main_trains_tce_end_to_end(tmp_path):
   tags = set(events.Tags()['tensors'])
   assert {'train/loss', 'eval/miou', 'sampling/probability/train', 'eval/iou/road',
           'sampling/draw_count/rider'} <= tags, sorted(tags)[:20]
-  assert {'eval/fairness/gini', 'eval/fairness/cvar', 'eval/fairness/worst'} <= tags
+  assert {'eval/fairness/gini', 'eval/fairness/cvar', 'eval/fairness/worst',
+          'eval/cross_entropy', 'eval/predictions'} <= tags
+  preview = events.Tensors('eval/predictions')[-1].tensor_proto.string_val  # width, height, PNG
+  h, w = tiny.OVERRIDES['dataset.synthetic.height'], tiny.OVERRIDES['dataset.synthetic.width']
+  assert (int(preview[1]), int(preview[0])) == (3 * h + 2 * 4, 3 * w + 2 * 4)  # 3 x 3 panels
+  assert preview[2].startswith(b'\x89PNG')
   assert 'custom_scalars__config__' in events.PluginTagToContent('custom_scalars')
   steps = [e.step for e in events.Tensors('sampling/probability/sky')]
   assert steps == [4, 8]

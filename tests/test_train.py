@@ -157,7 +157,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(make_tiny_config, tmp_
     with open(tmp_path / 'straight' / 'eval' / f'{step}.json') as f:
       record = json.load(f)
     assert set(record) >= {'step', 'miou', 'pixel_accuracy', 'per_class_iou',
-                           'confusion_matrix'}
+                           'confusion_matrix', 'cross_entropy', 'protocol', 'split'}
+    assert 0 < record['cross_entropy'] < 10
     assert len(record['per_class_iou']) == 19 and record['step'] == step
     assert np.array(record['confusion_matrix']).shape == (19, 19)
 

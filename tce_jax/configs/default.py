@@ -123,6 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Canvas sides images are padded to, so that evaluation compiles one program per canvas;
   # None = 2^k and 1.5 * 2^k (pipeline.CANVAS_SIDES).
   config.eval.canvas_sides = ml_collections.FieldReference(None, field_type=tuple)
+  # Validation images shown in TensorBoard at each evaluation (image | ground truth |
+  # prediction; the first images of the first evaluation batch); 0: none.
+  config.eval.preview_images = 3
   config.eval.fairness_fraction = 0.25  # bottom/top fraction of the fairness stats (ADE20k: 0.15)
 
   config.train = ml_collections.ConfigDict()

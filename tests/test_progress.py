@@ -1,0 +1,66 @@
+"""The console of a watched run: log lines go above the progress bar, never through it."""
+
+import io
+import logging as std_logging
+
+from absl import flags
+from absl import logging
+import pytest
+import tqdm
+
+from tce_jax import progress
+
+
+@pytest.fixture
+def absl_console():
+  """absl's handler on the root logger, writing to its stream (as under `app.run`); undone
+  after the test."""
+  was_parsed = flags.FLAGS.is_parsed()
+  flags.FLAGS.mark_as_parsed()
+  root = std_logging.getLogger()
+  installed = logging.get_absl_handler() not in root.handlers
+  if installed:
+    root.addHandler(logging.get_absl_handler())
+  yield
+  if installed:
+    root.removeHandler(logging.get_absl_handler())
+  if not was_parsed:
+    flags.FLAGS.unparse_flags()
+
+
+class Terminal(io.StringIO):
+  """A stream that says it is a terminal (tqdm draws its bar on it)."""
+
+  def isatty(self) -> bool:
+    return True
+
+
+def test_log_lines_are_written_above_the_bar_and_clu_notes_are_dropped(absl_console):
+  handler = logging.get_absl_handler().python_handler
+  terminal = Terminal()
+  previous = handler.setStream(terminal)
+  try:
+    with tqdm.tqdm(total=10, desc='training', file=terminal, ncols=60, mininterval=0) as bar:
+      with progress.above_bars():
+        bar.update(3)
+        drawn = terminal.getvalue()
+        logging.warning('metrics line')
+        logging.warning('Setting work unit notes: 3.0 steps/s, 30.0%% (3/10), ETA: 0m')
+        bar.update(1)
+      after = terminal.getvalue()
+      assert handler.stream is terminal  # restored on exit
+  finally:
+    handler.setStream(previous)
+  assert '3/10' in drawn
+  written = after[len(drawn):]
+  line = written.index('metrics line')
+  # The bar's line is cleared before the log line and drawn again after it.
+  assert '\r' in written[:line] and '3/10' in written[line:]
+  assert 'Setting work unit notes' not in after
+
+
+def test_disabled_leaves_the_handler_alone():
+  handler = logging.get_absl_handler().python_handler
+  stream = handler.stream
+  with progress.above_bars(enabled=False):
+    assert handler.stream is stream

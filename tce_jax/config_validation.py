@@ -88,6 +88,8 @@ def validate_model_config(config: ml_collections.ConfigDict) -> None:
   sides = config.eval.canvas_sides
   if sides is not None and (not sides or min(sides) < 1 or list(sides) != sorted(set(sides))):
     _fail('eval.canvas_sides', tuple(sides), 'must be positive and increasing (or None)')
+  if config.input.memory_cache_gb < 0:
+    _fail('input.memory_cache_gb', config.input.memory_cache_gb, 'must be >= 0 (0: no cache)')
   if config.eval.preview_images < 0:
     _fail('eval.preview_images', config.eval.preview_images, 'must be >= 0 (0: no preview)')
   if not 0 < config.eval.fairness_fraction <= 0.5:

@@ -264,8 +264,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
       if needs_index:
         class_index_lib.load_class_index(source)
     multihost_utils.sync_global_devices('dataset and class index ready')
-  train_source = datasets.load_source(config, config.dataset.train_split)
-  eval_source = datasets.load_source(config, config.dataset.eval_split)
+  cache_bytes = int(config.input.memory_cache_gb * 2**30)
+  train_source = datasets.load_source(config, config.dataset.train_split).keep_in_memory(
+      cache_bytes)
+  eval_source = datasets.load_source(config, config.dataset.eval_split).keep_in_memory(
+      cache_bytes)
   index = class_index_lib.load_class_index(train_source) if needs_index else None
   class_weights = (loss.class_weights(index.pixel_counts)
                    if loss.class_weights is not None else None)

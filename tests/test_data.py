@@ -121,6 +121,44 @@ def test_bad_records_name_dataset_split_and_index():
     source[2]
 
 
+class CountingRecords(ListRecords):
+  """ListRecords that counts the reads of each record."""
+
+  def __init__(self, records):
+    super().__init__(records)
+    self.reads = [0] * len(records)
+
+  def __getitem__(self, i):
+    self.reads[i] += 1
+    return super().__getitem__(i)
+
+
+def test_memory_cache_decodes_once_within_its_budget_and_never_keeps_bad_records():
+  rng = np.random.default_rng(0)
+  good = [{'image': rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
+           'segmentation_label': rng.integers(0, 19, (4, 4, 1), dtype=np.uint8)}
+          for _ in range(3)]
+  bad = dict(good[0], segmentation_label=np.full((4, 4, 1), 19, np.uint8))
+  records = CountingRecords(good + [bad])
+  plain = datasets.SegmentationSource(records, name='toy', split='train', num_classes=19)
+  per_example = 4 * 4 * 3 + 4 * 4
+  kept = plain.keep_in_memory(2 * per_example)  # room for two examples
+  for _ in range(3):
+    for i in range(3):
+      example = kept[i]
+      np.testing.assert_array_equal(example['image'], good[i]['image'])
+      np.testing.assert_array_equal(example['label'], good[i]['segmentation_label'][..., 0])
+    with pytest.raises(datasets.DataError, match='record 3'):
+      kept[3]
+  assert records.reads == [1, 1, 3, 3]  # the first two kept; the third over budget; bad never
+  with pytest.raises(ValueError):  # kept arrays are read-only: no consumer can change them
+    kept[0]['image'][0, 0, 0] = 1
+  plain[0]  # the source it was made from keeps nothing
+  plain[0]
+  assert records.reads[0] == 3
+  assert plain.keep_in_memory(0)[1] is not plain.keep_in_memory(0)[1]
+
+
 def test_class_index_counts_and_cache(tiny_dataset_config, monkeypatch):
   source = datasets.load_source(tiny_dataset_config, 'train')
   index = class_index_lib.load_class_index(source, progress=False)

@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Replace (and count) unreadable / invalid training records instead of stopping.
   config.input.skip_bad_records = False
   config.input.prefetch = 2  # batches prepared ahead of the device (uniform sampling)
+  # Decoded records kept in host memory after their first read, per split and process, up to
+  # this many GiB (0: none): the synthetic dataset is then decoded once, not at every step.
+  config.input.memory_cache_gb = 2.0
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'  # deeplabv3plus or upernet (tce_jax.models.MODELS)

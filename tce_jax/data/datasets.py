@@ -8,6 +8,7 @@ import dataclasses
 import io
 import os
 import shutil
+import threading
 import time
 from typing import Any, Callable
 
@@ -138,6 +139,27 @@ class _Head:
     return self._records[index]
 
 
+class _MemoryCache:
+  """Decoded, checked records kept in host memory up to a byte budget (the first records
+  read are kept; beyond the budget records are decoded at each read). Kept arrays are
+  read-only, so that no consumer can change what the next read returns."""
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes, self.used = max_bytes, 0
+    self.examples: dict[int, dict[str, np.ndarray]] = {}
+    self._lock = threading.Lock()
+
+  def put(self, index: int, example: dict[str, np.ndarray]) -> None:
+    size = sum(v.nbytes for v in example.values())
+    with self._lock:
+      if index in self.examples or self.used + size > self.max_bytes:
+        return
+      for v in example.values():
+        v.flags.writeable = False
+      self.examples[index] = example
+      self.used += size
+
+
 class SegmentationSource:
   """Random access to (image [H, W, 3] uint8, label [H, W] uint8 in train ids) records.
 
@@ -159,6 +181,15 @@ class SegmentationSource:
     self._label_map = label_map
     self.cache_dir = cache_dir
     self.fingerprint = fingerprint  # changes whenever the records may have changed
+    self._memory: _MemoryCache | None = None
+
+  def keep_in_memory(self, max_bytes: int) -> 'SegmentationSource':
+    """The same source keeping up to `max_bytes` of decoded records in memory after their
+    first read (`config.input.memory_cache_gb`): a small dataset (the synthetic one) is
+    decoded and checked once per process instead of at every read."""
+    kept = copy.copy(self)
+    kept._memory = _MemoryCache(max_bytes) if max_bytes > 0 else None  # pylint: disable=protected-access
+    return kept
 
   def __len__(self) -> int:
     return len(self._records)
@@ -179,6 +210,17 @@ class SegmentationSource:
     return f'dataset {self.name!r}, split {self.split!r}, record {index}{named}'
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if self._memory is not None:
+      kept = self._memory.examples.get(int(index))
+      if kept is not None:
+        return kept
+    example = self._read(int(index))
+    if self._memory is not None:
+      self._memory.put(int(index), example)
+    return example
+
+  def _read(self, index: int) -> dict[str, np.ndarray]:
+    """Record `index` decoded and checked (raises DataError naming it)."""
     try:
       record = self._records[int(index)]
     except Exception as e:  # a corrupt file or an undecodable image

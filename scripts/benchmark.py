@@ -7,8 +7,10 @@ Measured in one process, the timed parts alternating in rounds so machine noise 
 - train step on one fixed batch (median and p90 of N after warm-up, `block_until_ready`),
   its compile time, XLA's FLOPs of the step and the achieved FLOP/s next to the measured
   float32 matmul peak of the machine (a large `jnp.dot`);
-- the training loop as it runs (input pipeline included) with sampling=uniform and =tce:
-  the sampler's cost as a ratio;
+- the training loop as it runs (input pipeline included) with sampling=uniform and =tce,
+  the training records in memory as from the second epoch on (`input.memory_cache_gb`), and
+  with uniform sampling decoding every record at each read: each loop's median against the
+  fixed-batch step's, and the sampler's cost as a ratio;
 - the input pipeline alone (images/s with the config's loader threads);
 - evaluation (images/s over the eval split, confusion-matrix update included);
 - peak host memory (and peak device memory where the backend reports it);
@@ -195,6 +197,13 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
   compiled, compile_s, flops = compile_step(uniform, state, batch)
   # The training loop of this config reuses the executable (a jit call would compile again).
   experiments['uniform'] = dataclasses.replace(uniform, train_step=compiled)
+  if config.input.memory_cache_gb > 0:  # the same loop decoding every record at every read
+    uncached = config.copy_and_resolve_references()
+    uncached.sampling.name = 'uniform'
+    uncached.train.num_steps = warmup + steps
+    uncached.input.memory_cache_gb = 0.0
+    experiments['uniform_uncached'] = dataclasses.replace(train.build_experiment(uncached),
+                                                          train_step=compiled)
   peer = None
   if with_peer:  # built from the initial weights, before the state is donated
     peer = Peer(config, uniform.spec.num_classes, state, batch, peer_channels_last)
@@ -204,7 +213,7 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
   results['memory'] = {'peak_host_bytes': host_peak_bytes(),
                        'peak_device_bytes': device_peak_bytes()}  # before the peer runs
 
-  times = {'step': [], 'uniform': [], 'tce': [], 'peer': []}
+  times = {'step': [], 'peer': [], **{name: [] for name in experiments}}
   for _ in range(rounds):
     t, state = time_fixed_batch(compiled, state, batch, steps, warmup)
     times['step'].append(t)
@@ -220,7 +229,9 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
                                      results['matmul_peak']['flops_per_s'])
   results['train_step'] = step
   results['sampling'] = {s: benchmark_sampling.step_stats(np.concatenate(times[s]), batch_size)
-                         for s in ('uniform', 'tce')}
+                         for s in experiments}
+  for s in experiments:  # the loop against the fixed-batch step, medians of the same rounds
+    results['sampling'][s]['over_step'] = results['sampling'][s]['median_ms'] / step['median_ms']
   results['sampling']['tce_over_uniform'] = (results['sampling']['tce']['median_ms'] /
                                              results['sampling']['uniform']['median_ms'])
   if peer is not None:
@@ -242,11 +253,15 @@ def table(r: dict) -> str:
       (f"float32 matmul peak ({pk['size']}^2 jnp.dot)", f"{pk['flops_per_s'] / 1e9:.1f} GFLOP/s"),
       ('achieved / matmul peak', f"{100 * s['fraction_of_matmul_peak']:.1f}%"),
   ]
-  for name in ('uniform', 'tce'):
-    x = r['sampling'][name]
-    rows.append((f'training loop, sampling={name} (median / p90)',
+  for name, x in r['sampling'].items():
+    if not isinstance(x, dict):
+      continue
+    what = (f'sampling={name}' if name != 'uniform_uncached' else
+            'sampling=uniform, input.memory_cache_gb=0')
+    ratio = f", loop / step {x['over_step']:.3f}" if 'over_step' in x else ''
+    rows.append((f'training loop, {what} (median / p90)',
                  f"{x['median_ms']:.1f} / {x['p90_ms']:.1f} ms, {x['images_per_s']:.1f} "
-                 'images/s'))
+                 f'images/s{ratio}'))
   rows.append(('tce / uniform step time', f"{r['sampling']['tce_over_uniform']:.3f}"))
   rows.append((f"input pipeline alone ({r['input']['threads']} threads)",
                f"{r['input']['images_per_s']:.1f} images/s"))

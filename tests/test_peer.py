@@ -72,7 +72,10 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
   # XLA's count covers the whole step: at least forward + backward of the convolutions.
   assert step['flops'] > 1e6
   assert bench['matmul_peak']['flops_per_s'] > 0
-  assert set(bench['sampling']) == {'uniform', 'tce', 'tce_over_uniform'}
+  assert set(bench['sampling']) == {'uniform', 'tce', 'uniform_uncached', 'tce_over_uniform'}
+  for name in ('uniform', 'tce', 'uniform_uncached'):  # each loop against the fixed step
+    assert bench['sampling'][name]['over_step'] == pytest.approx(
+        bench['sampling'][name]['median_ms'] / step['median_ms'])
   assert bench['input']['images_per_s'] > 0 and bench['input']['threads'] == 1
   assert bench['eval']['images'] == 8 and bench['eval']['images_per_s'] > 0
   assert bench['memory']['peak_host_bytes'] > 2 ** 20

@@ -12,6 +12,9 @@ RUNS ?= runs/synthetic_mcce runs/synthetic_tce
 OUT ?= reports/latest
 ARGS ?=
 PYTEST_ARGS ?=
+# Extra pip arguments, e.g. PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu'
+# for PyTorch's CPU build (the test extras' torch; PyPI's default Linux build is the CUDA one).
+PIP_ARGS ?=
 # Test processes (pytest-xdist): XLA compiles on one core, so two workers keep two cores busy.
 TEST_WORKERS ?= 2
 
@@ -22,12 +25,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e .
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock $(PIP_ARGS) -e .
 	rm -f $(TEST_STAMP)
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock $(PIP_ARGS) -e '.[test]'
 	touch $(TEST_STAMP)
 
 # Trains CONFIG into WORKDIR (resumes it if it holds checkpoints).

@@ -73,7 +73,8 @@ def prepare(dataset: str, *, manual_dir: str | None = None, data_dir: str | None
     sizes[split] = len(source)
     if verify and split != 'test':  # Cityscapes' test labels are placeholders
       try:
-        for i in tqdm.trange(len(source), desc=f'checking {dataset}/{split}', mininterval=2):
+        for i in tqdm.trange(len(source), desc=f'checking {dataset}/{split}', mininterval=2,
+                             disable=None):  # a bar on a terminal only
           source[i]
       except datasets.DataError:
         logging.error('Removing %s: it holds a bad record.', builder.data_dir)

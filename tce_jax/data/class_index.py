@@ -80,7 +80,7 @@ def compute_class_index(source: SegmentationSource, *, progress: bool = True) ->
   image_pixel_counts = np.zeros((len(source), k), np.int32)
   start = time.perf_counter()
   for i in tqdm.trange(len(source), desc=f'class index of {source.name}/{source.split}',
-                       disable=not progress, mininterval=2.0):
+                       disable=None if progress else True, mininterval=2.0):
     image_pixel_counts[i] = np.bincount(source[i]['label'].ravel(), minlength=256)[:k]
   elapsed = time.perf_counter() - start
   logging.info('Class index of %s/%s: %d images in %.1fs (%.0f images/s).', source.name,
@@ -165,7 +165,7 @@ def compute_image_sizes(source: SegmentationSource, *, progress: bool = True,
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
     sizes = np.array(list(tqdm.tqdm(pool.map(size, range(len(source))), total=len(source),
                                     desc=f'image sizes of {source.name}/{source.split}',
-                                    disable=not progress, mininterval=2.0)),
+                                    disable=None if progress else True, mininterval=2.0)),
                      np.int32).reshape(len(source), 2)
   elapsed = time.perf_counter() - start
   logging.log(logging.INFO if elapsed > 10 else logging.DEBUG,

@@ -128,7 +128,7 @@ def main(argv):
     logging.error('%s', e)
     raise SystemExit(f'Error: {e}') from e
   print(json.dumps({k: record[k] for k in ('step', 'split', 'miou', 'pixel_accuracy',
-                                           'fairness', 'protocol')}, indent=1))
+                                           'cross_entropy', 'fairness', 'protocol')}, indent=1))
 
 
 if __name__ == '__main__':

@@ -64,3 +64,16 @@ def test_disabled_leaves_the_handler_alone():
   stream = handler.stream
   with progress.above_bars(enabled=False):
     assert handler.stream is stream
+
+
+def test_console_filter_drops_library_notices_and_keeps_other_warnings():
+  from tce_jax import cli  # pylint: disable=g-import-not-at-top
+
+  def record(level, message, path='/site-packages/orbax/checkpoint/_src/metadata/checkpoint.py'):
+    return std_logging.LogRecord('absl', level, path, 1, message, None, None)
+
+  quiet = cli.QuietLibraries()
+  assert not quiet.filter(record(std_logging.WARNING, 'Metadata file does not exist: /r/2/default'))
+  assert not quiet.filter(record(std_logging.INFO, 'Saving checkpoint'))  # orbax INFO chatter
+  assert quiet.filter(record(std_logging.WARNING, 'Checkpoint is corrupt'))
+  assert quiet.filter(record(std_logging.INFO, 'Evaluation at step 4', '/tce_jax/evaluator.py'))

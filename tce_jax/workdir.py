@@ -36,7 +36,8 @@ STALE_AFTER_S = 600.0  # a lock of another host untouched this long is a dead ho
 HARMLESS_PREFIXES = ('name', 'dataset.data_dir', 'eval.', 'train.log_every',
                      'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                      'train.nonfinite', 'input.num_threads', 'input.prefetch',
-                     'input.eval_batch_size', 'input.eval_size', 'input.skip_bad_records',
+                     'input.memory_cache_gb', 'input.eval_batch_size', 'input.eval_size',
+                     'input.skip_bad_records',
                      'model.eval_output_stride', 'model.pretrained', 'model.require_pretrained',
                      'loss.t_warmup_steps')
 

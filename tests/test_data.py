@@ -207,6 +207,18 @@ def make_batches(source, index=None, **kwargs):
   return pipeline.TrainBatches(source, **args)
 
 
+def test_memory_cache_gives_the_same_batches(tiny_dataset_config):
+  source = datasets.load_source(tiny_dataset_config, 'train')
+  index = class_index_lib.load_class_index(source, progress=False)
+  plain, kept = make_batches(source, index), make_batches(source.keep_in_memory(2**30), index)
+  for step in range(3):  # each record read twice from the kept source: decoded, then kept
+    for cls in (None, 11):
+      for batches in ((plain, kept), (plain, kept)):
+        a, b = (t(step, cls) for t in batches)
+        for key in ('image', 'label'):
+          np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_train_batches_are_deterministic_and_shard_over_processes(tiny_dataset_config):
   source = datasets.load_source(tiny_dataset_config, 'train')
   batch = make_batches(source)(7)

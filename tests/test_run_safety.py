@@ -116,8 +116,10 @@ def test_resume_with_an_override_keeps_the_config_history(finished_run, tmp_path
   assert _read(workdir / 'config.json')['train']['num_steps'] == 6
   harmless = longer.copy_and_resolve_references()
   harmless.train.eval_every = 3
+  harmless.input.memory_cache_gb = 0.0  # a loader resource: the same batches either way
   train.train_and_evaluate(harmless, str(workdir))  # no override needed
   assert _read(workdir / 'config.json')['train']['eval_every'] == 3
+  assert _read(workdir / 'config.json')['input']['memory_cache_gb'] == 0.0
 
 
 # 5. A damaged latest checkpoint: fall back to the previous one, keep the damaged one aside.

@@ -257,16 +257,15 @@ def preview_grid(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
   width = max(e[0].shape[1] for e in examples)
   step = max(1, math.ceil(3 * width / max_width))
   gap = 4
+  panel_width = -(-width // step)  # the widest image after subsampling
   rows = []
   for image, label, prediction in examples:
     panels = [image, classes.colorize(label, palette), classes.colorize(prediction, palette)]
     panels = [p[::step, ::step] for p in panels]
-    h = panels[0].shape[0]
-    row = np.full((h, 3 * -(-width // step) + 2 * gap, 3), 255, np.uint8)
-    x = 0
-    for panel in panels:
+    row = np.full((panels[0].shape[0], 3 * panel_width + 2 * gap, 3), 255, np.uint8)
+    for i, panel in enumerate(panels):
+      x = i * (panel_width + gap)
       row[:, x:x + panel.shape[1]] = panel
-      x += -(-width // step) + gap
     rows.append(row)
   grid = np.full((sum(r.shape[0] for r in rows) + gap * (len(rows) - 1), rows[0].shape[1], 3),
                  255, np.uint8)

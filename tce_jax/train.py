@@ -495,8 +495,9 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
                pretrained.describe_init(config))
   window, unchecked, record = [], [], None
   # On a terminal: a bar with the rate and ETA, the log lines above it (else clu's lines).
-  bar = tqdm.tqdm(total=num_steps, initial=start_step, unit='step', desc=f'training {config.name}',
-                  disable=not progress.watched(), dynamic_ncols=True, mininterval=1.0)
+  bar = tqdm.tqdm(total=num_steps, initial=start_step, unit='step',
+                  desc=f'training {config.name}', disable=not progress.watched(),
+                  dynamic_ncols=True, mininterval=1.0)
 
   def check_finite():
     """config.train.nonfinite='stop': stop at the first non-finite step since the last check

@@ -188,7 +188,8 @@ class SegmentationSource:
     first read (`config.input.memory_cache_gb`): a small dataset (the synthetic one) is
     decoded and checked once per process instead of at every read."""
     kept = copy.copy(self)
-    kept._memory = _MemoryCache(max_bytes) if max_bytes > 0 else None  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    kept._memory = _MemoryCache(max_bytes) if max_bytes > 0 else None
     return kept
 
   def __len__(self) -> int:
@@ -210,19 +211,20 @@ class SegmentationSource:
     return f'dataset {self.name!r}, split {self.split!r}, record {index}{named}'
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
     if self._memory is not None:
-      kept = self._memory.examples.get(int(index))
+      kept = self._memory.examples.get(index)
       if kept is not None:
         return kept
-    example = self._read(int(index))
+    example = self._read(index)
     if self._memory is not None:
-      self._memory.put(int(index), example)
+      self._memory.put(index, example)
     return example
 
   def _read(self, index: int) -> dict[str, np.ndarray]:
     """Record `index` decoded and checked (raises DataError naming it)."""
     try:
-      record = self._records[int(index)]
+      record = self._records[index]
     except Exception as e:  # a corrupt file or an undecodable image
       raise DataError(f'Cannot read {self.where(index)}: {e}') from e
     image = np.asarray(record[self._image_key])

@@ -30,6 +30,10 @@ def value(config: ml_collections.ConfigDict, field: str):
 
 
 
+# Update rules of train.create_optimizer.
+OPTIMIZERS = ('sgd', 'adamw')
+
+
 def _one_of(config: ml_collections.ConfigDict, field: str, choices):
   current = value(config, field)
   if current not in choices:
@@ -103,6 +107,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int,
   _one_of(config, 'loss.name', losses.LOSSES)
   _one_of(config, 'sampling.name', sampling.SAMPLERS)
   _one_of(config, 'train.nonfinite', ('stop', 'skip'))
+  _one_of(config, 'train.optimizer', OPTIMIZERS)
   for field in ('train.batch_size', 'train.num_steps', 'train.learning_rate',
                 'train.log_every', 'train.eval_every',
                 'train.checkpoint_every', 'train.keep_checkpoints', 'input.num_threads',

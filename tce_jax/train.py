@@ -71,13 +71,24 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD with momentum and L2 weight decay added to the gradient (torch.optim.SGD style)."""
+  """The update rule of `config.train.optimizer`, on the poly learning-rate schedule.
+
+  'sgd' (the paper's recipes): momentum, with the L2 weight decay added to the gradient
+  (torch.optim.SGD style). 'adamw': Adam (beta1 = `train.momentum`, beta2 = 0.999) with the
+  weight decay decoupled from the gradient (torch.optim.AdamW style), so `train.weight_decay`
+  means a different thing there (typical values: 5e-4 for SGD, 1e-2 for AdamW).
+  """
   parts = []
   if config.train.grad_clip_norm is not None:
     parts.append(optax.clip_by_global_norm(config.train.grad_clip_norm))
-  if config.train.weight_decay:
-    parts.append(optax.add_decayed_weights(config.train.weight_decay))
-  parts.append(optax.sgd(create_learning_rate_fn(config), momentum=config.train.momentum))
+  learning_rate = create_learning_rate_fn(config)
+  if config.train.optimizer == 'adamw':
+    parts.append(optax.adamw(learning_rate, b1=config.train.momentum, b2=0.999,
+                             weight_decay=config.train.weight_decay))
+  else:
+    if config.train.weight_decay:
+      parts.append(optax.add_decayed_weights(config.train.weight_decay))
+    parts.append(optax.sgd(learning_rate, momentum=config.train.momentum))
   return optax.chain(*parts)
 
 

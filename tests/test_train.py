@@ -4,7 +4,9 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from tce_jax import config_validation
@@ -23,6 +25,7 @@ from tce_jax.data import pipeline
     ('model.backbone', 'vgg16', "config.model.backbone='vgg16'"),
     ('dataset.name', 'kitti', "config.dataset.name='kitti'"),
     ('sampling.name', 'random', "config.sampling.name='random'"),
+    ('train.optimizer', 'adam', "config.train.optimizer='adam'"),
     ('train.batch_size', -8, 'config.train.batch_size=-8'),
     ('train.batch_size', 3, 'divisible by the number of devices'),
     ('input.eval_batch_size', 5, 'config.input.eval_batch_size=5'),
@@ -97,6 +100,39 @@ def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling)
                   jax.tree.leaves((two.params, two.batch_stats, two.sampler))):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
                                rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
+def test_optimizer_matches_a_float64_re_derivation(optimizer):
+  """Three updates of `train.create_optimizer` against the update rules written out in
+  float64: SGD with momentum and L2 added to the gradient (torch.optim.SGD), and AdamW with
+  bias-corrected moments and decoupled decay (torch.optim.AdamW), on the poly schedule."""
+  config = ml_collections.ConfigDict(dict(train=dict(
+      optimizer=optimizer, learning_rate=0.1, momentum=0.9, weight_decay=0.01,
+      poly_power=0.9, num_steps=5, grad_clip_norm=None)))
+  tx = train.create_optimizer(config)
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=(3, 2)).astype(np.float32), 'b': np.float32([0.5, -1.0])}
+  grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+           for _ in range(3)]
+  state, current = tx.init(params), params
+  for g in grads:
+    updates, state = tx.update(g, state, current)
+    current = optax.apply_updates(current, updates)
+  for name in params:
+    p = params[name].astype(np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for k, g in enumerate(grads):
+      lr = 0.1 * (1 - k / 5) ** 0.9
+      g = g[name].astype(np.float64)
+      if optimizer == 'sgd':
+        m = 0.9 * m + g + 0.01 * p
+        p = p - lr * m
+      else:
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        m_hat, v_hat = m / (1 - 0.9 ** (k + 1)), v / (1 - 0.999 ** (k + 1))
+        p = p - lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + 0.01 * p)
+    np.testing.assert_allclose(current[name], p, rtol=1e-5, atol=1e-6)
 
 
 def test_training_reduces_the_loss(make_tiny_config):

@@ -19,8 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
   # Sizes of the built-in synthetic dataset (ignored by the real datasets); `profile` 'v1'
-  # draws thin objects with fixed pixel sizes, 'v2' scales them with the image
-  # (docs/synthetic_dataset.md).
+  # draws thin objects with fixed pixel sizes, 'v2' scales them with the image, 'v3' also
+  # draws people and two-wheelers by their parts (docs/synthetic_dataset.md).
   config.dataset.synthetic = ml_collections.ConfigDict(dict(
       num_train=2000, num_validation=300, height=128, width=256, seed=0, profile='v1'))
 
@@ -134,6 +134,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8  # global batch, split over all devices
   config.train.num_steps = 1000
+  # 'sgd' (momentum, L2 added to the gradient: the paper) or 'adamw' (decoupled weight decay,
+  # beta1 = train.momentum); train.learning_rate and the poly schedule apply to both.
+  config.train.optimizer = 'sgd'
   config.train.learning_rate = 0.01
   config.train.momentum = 0.9
   config.train.poly_power = 0.9  # lr = base * (1 - step / num_steps) ** power

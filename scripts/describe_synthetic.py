@@ -2,16 +2,19 @@
 
   python scripts/describe_synthetic.py --out=docs
 writes docs/synthetic_samples.png and prints a markdown table of the train split's statistics.
+Another profile or size: `--config.dataset.synthetic.profile=v3 --config.dataset.synthetic.
+height=256 --config.dataset.synthetic.width=512` (the picture is then named
+synthetic_samples_v3.png).
 """
 
 import os
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
-from tce_jax.configs import default
 from tce_jax import evaluation
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
@@ -21,12 +24,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('out', 'docs', 'Folder for synthetic_samples.png.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
 flags.DEFINE_integer('samples', 6, 'Number of sample scenes in the picture.')
+config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py',
+                                'Config whose dataset.synthetic fields say which dataset.')
 
 
 def main(argv):
   del argv
-  config = default.get_config()
-  config.dataset.data_dir = FLAGS.data_dir
+  config = FLAGS.config
+  if FLAGS.data_dir is not None:
+    config.dataset.data_dir = FLAGS.data_dir
   for split in ('train', 'validation'):
     source = datasets.load_source(config, split)
     index = class_index_lib.load_class_index(source)
@@ -55,7 +61,9 @@ def main(argv):
     rows.append(np.concatenate([record['image'], colorize(record['label'], CITYSCAPES_PALETTE)],
                                axis=1))
   os.makedirs(FLAGS.out, exist_ok=True)
-  path = os.path.join(FLAGS.out, 'synthetic_samples.png')
+  profile = config.dataset.synthetic.profile
+  path = os.path.join(FLAGS.out, 'synthetic_samples.png' if profile == 'v1' else
+                      f'synthetic_samples_{profile}.png')
   Image.fromarray(np.concatenate(rows, axis=0)).save(path)
   print(f'\nWrote {path} (image | labels in the Cityscapes palette, ignore = black).')
 

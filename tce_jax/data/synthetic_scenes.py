@@ -33,7 +33,7 @@ PROFILES = ('v1', 'v2', 'v3')
 RARE_PROBABILITIES = {'v1': {'train': P_TRAIN, 'bicycle': P_BICYCLE,
                              'motorcycle': P_MOTORCYCLE},
                       'v2': {'train': 0.04, 'bicycle': 0.035, 'motorcycle': 0.03},
-                      'v3': {'train': 0.045, 'bicycle': 0.045, 'motorcycle': 0.035}}
+                      'v3': {'train': 0.04, 'bicycle': 0.04, 'motorcycle': 0.035}}
 # Profile 'v3' draws people and two-wheelers with the shapes that tell them apart in real
 # streets (a pedestrian stands on two legs; a rider sits, leans to the handlebar and wears a
 # helmet; a bicycle is a coloured diamond frame between two spoked rings; a motorcycle a
@@ -97,6 +97,15 @@ class _Canvas:
     yy, xx = np.mgrid[y0:y1, x0:x1]
     mask = ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2 <= 1.0
     self.paint(mask, cls, color, noise, (y0, y1, x0, x1))
+
+  def ring(self, cy, cx, r_out, r_in, cls, color, noise=0.0):
+    """A circle of radius `r_out` without its inside of radius `r_in` (left unpainted)."""
+    y0, y1 = int(cy - r_out), int(cy + r_out) + 1
+    x0, x1 = int(cx - r_out), int(cx + r_out) + 1
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    self.paint((d2 <= max(r_out, 0.5) ** 2) & (d2 > r_in ** 2), cls, color, noise,
+               (y0, y1, x0, x1))
 
   def line(self, y0, x0, y1, x1, thick, cls, color, noise=0.0):
     """A stroke `thick` pixels wide from (y0, x0) to (y1, x1), round ends."""
@@ -279,8 +288,7 @@ def _two_wheeler_shaped(c: _Canvas, cls: int, yb: float, cx: float, scale: float
     color = c.jitter(BICYCLE_PAINT[rng.integers(len(BICYCLE_PAINT))], 15)
     tyre = c.jitter((35, 35, 35), 8)
     for wx in (rear_x, front_x):
-      c.ellipse(hub_y, wx, r, r, cls, tyre, 6)
-      c.ellipse(hub_y, wx, 0.75 * r, 0.75 * r, ROAD, (95, 90, 100), 6)  # see-through
+      c.ring(hub_y, wx, r, 0.75 * r, cls, tyre, 6)  # what is behind shows through
       c.line(hub_y - 0.75 * r, wx, hub_y + 0.75 * r, wx, 0.12 * r, cls, tyre, 4)
       c.line(hub_y, wx - 0.75 * r, hub_y, wx + 0.75 * r, 0.12 * r, cls, tyre, 4)
     crank_y, crank_x = hub_y, cx - facing * 0.1 * r

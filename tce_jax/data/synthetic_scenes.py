@@ -4,7 +4,8 @@ Each scene is painted back to front (sky, buildings, road, ..., vehicles, people
 map and an RGB image. Appearance is a per-class colour with per-object jitter, per-class
 texture and pixel noise, so the task is learnable but not trivial. Some pairs are made
 deliberately confusable: wall vs building (same colours, different texture and height),
-rider vs person (identical appearance, context only), truck vs bus vs train (shared paint).
+rider vs person (identical appearance, context only; in profile 'v3' the same clothes and
+sizes, a rider seated with a helmet), truck vs bus vs train (shared paint).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tce_jax.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 P_WALL, P_FENCE, P_TRUCK, P_BUS, P_TRAIN = 0.25, 0.2, 0.1, 0.08, 0.02
 P_BICYCLE, P_MOTORCYCLE = 0.04, 0.025
 P_RIDER_ON_BICYCLE, P_RIDER_ON_MOTORCYCLE = 0.5, 0.8
+P_RIDER_ON_BICYCLE_V3 = 0.45  # keeps riders in <= 5% of the 'v3' scenes
 P_LIGHT_ON_POLE, P_SIGN_ON_POLE = 0.15, 0.35
 P_EGO_HOOD = 0.5
 VEHICLE_PAINT = np.array([(200, 200, 205), (160, 40, 40), (40, 60, 140), (230, 210, 60),
@@ -303,7 +305,7 @@ def _two_wheeler_shaped(c: _Canvas, cls: int, yb: float, cx: float, scale: float
     c.line(seat_y - 0.15 * r, seat_x - 0.3 * r, seat_y - 0.15 * r, seat_x + 0.3 * r,
            0.25 * r, cls, tyre, 4)
     pedal_y = hub_y + 0.3 * r
-    rider = rng.uniform() < 0.45
+    rider = rng.uniform() < P_RIDER_ON_BICYCLE_V3
   else:
     color = c.jitter((120, 30, 30), 25)
     for wx in (rear_x, front_x):
@@ -382,7 +384,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int, profile: str
   with fixed pixel sizes, made for 128 x 256 (at a higher resolution they get relatively
   thinner); 'v2' scales them with the image (by height / 128), so a scene rendered at
   256 x 512 has 'v1''s proportions in twice the detail, and draws trains, bicycles and
-  motorcycles a little more often (RARE_PROBABILITIES).
+  motorcycles a little more often (RARE_PROBABILITIES); 'v3' also draws people and
+  two-wheelers by their parts, more pedestrians and poles, and larger lights and signs.
   """
   if profile not in PROFILES:
     raise ValueError(f'Unknown synthetic profile {profile!r}; known: {PROFILES}')

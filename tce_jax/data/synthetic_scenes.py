@@ -281,7 +281,7 @@ def _rider(c: _Canvas, seat_y: float, seat_x: float, bar_y: float, bar_x: float,
 def _two_wheeler_shaped(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
   """'v3': a bicycle (diamond frame, spoked rings) or a motorcycle (body, tank, seat)."""
   rng, h = c.rng, c.h
-  r = 0.1 * h * scale
+  r = (0.13 if cls == BICYCLE else 0.11) * h * scale  # wheel radius
   facing = 1 if rng.uniform() < 0.5 else -1
   rear_x, front_x, hub_y = cx - facing * 1.7 * r, cx + facing * 1.7 * r, yb - r
   seat_y, seat_x = yb - 2.2 * r, cx - facing * 0.6 * r
@@ -319,7 +319,7 @@ def _two_wheeler_shaped(c: _Canvas, cls: int, yb: float, cx: float, scale: float
     pedal_y = yb - 0.8 * r
     rider = rng.uniform() < P_RIDER_ON_MOTORCYCLE
   if rider:
-    _rider(c, seat_y - 0.1 * r, seat_x, bar_y, bar_x, pedal_y, 0.4 * h * scale * 0.9)
+    _rider(c, seat_y - 0.1 * r, seat_x, bar_y, bar_x, pedal_y, 3.6 * r)
 
 
 def _two_wheeler(c: _Canvas, cls: int, yb: float, cx: float, scale: float):

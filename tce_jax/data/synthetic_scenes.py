@@ -319,7 +319,7 @@ def _two_wheeler_shaped(c: _Canvas, cls: int, yb: float, cx: float, scale: float
     pedal_y = yb - 0.8 * r
     rider = rng.uniform() < P_RIDER_ON_MOTORCYCLE
   if rider:
-    _rider(c, seat_y - 0.1 * r, seat_x, bar_y, bar_x, pedal_y, 3.6 * r)
+    _rider(c, seat_y - 0.1 * r, seat_x, bar_y, bar_x, pedal_y, 4.5 * r)
 
 
 def _two_wheeler(c: _Canvas, cls: int, yb: float, cx: float, scale: float):

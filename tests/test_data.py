@@ -45,9 +45,18 @@ def test_synthetic_scaled_profiles_keep_the_long_tail_and_are_deterministic(prof
     images += counts > 0
   share = pixels[:k] / pixels[:k].sum()
   names = list(CITYSCAPES_CLASSES)
-  for rare in ('train', 'motorcycle', 'bicycle', 'rider'):
+  # The rarest classes: in 'v3' trains and motorcycles; bicycles and riders are as common as
+  # in Cityscapes' tail there (riders in ~7% of the images), still under 0.2% of the pixels.
+  rarest = ('train', 'motorcycle') if profile == 'v3' else ('train', 'motorcycle', 'bicycle',
+                                                            'rider')
+  for rare in rarest:
     c = names.index(rare)
     assert 0 < images[c] <= 0.05 * 200 and share[c] <= 0.001, (rare, images[c], share[c])
+  for rare in ('bicycle', 'rider'):
+    c = names.index(rare)
+    assert 0 < images[c] <= 0.15 * 200 and share[c] <= 0.002, (rare, images[c], share[c])
+  if profile == 'v3':  # and they are the two rarest by pixels
+    assert set(np.argsort(share[:k])[:2]) == {names.index(c) for c in rarest}, share
   assert np.all(images[:k] > 0), 'every class occurs (thin, small and confusable ones too)'
   assert share[names.index('road')] >= 0.2 and pixels[255] > 0
   again = render_scene(np.random.default_rng([0, 0, 7]), 128, 256, profile)

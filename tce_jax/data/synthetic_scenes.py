@@ -21,7 +21,7 @@ from tce_jax.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 P_WALL, P_FENCE, P_TRUCK, P_BUS, P_TRAIN = 0.25, 0.2, 0.1, 0.08, 0.02
 P_BICYCLE, P_MOTORCYCLE = 0.04, 0.025
 P_RIDER_ON_BICYCLE, P_RIDER_ON_MOTORCYCLE = 0.5, 0.8
-P_RIDER_ON_BICYCLE_V3 = 0.45  # keeps riders in <= 5% of the 'v3' scenes
+P_RIDER_ON_BICYCLE_V3 = 0.7  # riders in ~7% of the 'v3' scenes, as common as in Cityscapes' tail
 P_LIGHT_ON_POLE, P_SIGN_ON_POLE = 0.15, 0.35
 P_EGO_HOOD = 0.5
 VEHICLE_PAINT = np.array([(200, 200, 205), (160, 40, 40), (40, 60, 140), (230, 210, 60),
@@ -35,7 +35,7 @@ PROFILES = ('v1', 'v2', 'v3')
 RARE_PROBABILITIES = {'v1': {'train': P_TRAIN, 'bicycle': P_BICYCLE,
                              'motorcycle': P_MOTORCYCLE},
                       'v2': {'train': 0.04, 'bicycle': 0.035, 'motorcycle': 0.03},
-                      'v3': {'train': 0.04, 'bicycle': 0.04, 'motorcycle': 0.035}}
+                      'v3': {'train': 0.04, 'bicycle': 0.10, 'motorcycle': 0.035}}
 # Profile 'v3' draws people and two-wheelers with the shapes that tell them apart in real
 # streets (a pedestrian stands on two legs; a rider sits, leans to the handlebar and wears a
 # helmet; a bicycle is a coloured diamond frame between two spoked rings; a motorcycle a

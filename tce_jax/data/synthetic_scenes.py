@@ -24,6 +24,7 @@ P_RIDER_ON_BICYCLE, P_RIDER_ON_MOTORCYCLE = 0.5, 0.8
 P_RIDER_ON_BICYCLE_V3 = 0.7  # riders in ~7% of the 'v3' scenes, as common as in Cityscapes' tail
 P_LIGHT_ON_POLE, P_SIGN_ON_POLE = 0.15, 0.35
 P_EGO_HOOD = 0.5
+SKIN = (210, 170, 140)
 VEHICLE_PAINT = np.array([(200, 200, 205), (160, 40, 40), (40, 60, 140), (230, 210, 60),
                           (60, 60, 65), (240, 240, 240)], np.float32)
 
@@ -238,8 +239,7 @@ def _person(c: _Canvas, cls: int, yb: float, cx: float, scale: float):
     return
   c.rect(yb - 0.8 * height, yb, cx - 0.12 * height, cx + 0.12 * height, cls,
          c.jitter((rng.uniform(30, 200),) * 3, 40), 8)
-  c.ellipse(yb - 0.88 * height, cx, 0.1 * height, 0.08 * height, cls, c.jitter((210, 170, 140)),
-            6)
+  c.ellipse(yb - 0.88 * height, cx, 0.1 * height, 0.08 * height, cls, c.jitter(SKIN), 6)
 
 
 def _clothes(c: _Canvas):
@@ -247,17 +247,26 @@ def _clothes(c: _Canvas):
   return c.jitter(c.rng.uniform(30, 220, 3), 15)
 
 
+def _trousers(c: _Canvas):
+  """'v3': a dark grey for the legs of pedestrians and riders."""
+  return c.jitter((c.rng.uniform(20, 120),) * 3, 20)
+
+
+def _head(c: _Canvas, cls: int, cy: float, cx: float, height: float):
+  """'v3': the head of a person `height` tall, centred at (cy, cx)."""
+  c.ellipse(cy, cx, 0.09 * height, 0.075 * height, cls, c.jitter(SKIN), 6)
+
+
 def _pedestrian(c: _Canvas, yb: float, cx: float, height: float):
   """'v3': a person standing on two legs (legs 45% of the height, torso, head)."""
-  clothes, legs = _clothes(c), c.jitter((c.rng.uniform(20, 120),) * 3, 20)
+  clothes, legs = _clothes(c), _trousers(c)
   w = 0.12 * height
   stride = c.rng.uniform(0.0, 0.12) * height  # feet apart when walking
   for side in (-1, 1):
     c.line(yb - 0.45 * height, cx + side * 0.5 * w, yb, cx + side * (0.5 * w + stride / 2),
            0.8 * w, PERSON, legs, 8)
   c.rect(yb - 0.8 * height, yb - 0.42 * height, cx - w, cx + w, PERSON, clothes, 8)
-  c.ellipse(yb - 0.88 * height, cx, 0.09 * height, 0.075 * height, PERSON,
-            c.jitter((210, 170, 140)), 6)
+  _head(c, PERSON, yb - 0.88 * height, cx, height)
 
 
 def _rider(c: _Canvas, seat_y: float, seat_x: float, bar_y: float, bar_x: float,
@@ -268,12 +277,11 @@ def _rider(c: _Canvas, seat_y: float, seat_x: float, bar_y: float, bar_x: float,
   lean = np.sign(bar_x - seat_x)
   shoulder_y, shoulder_x = seat_y - 0.38 * height, seat_x + lean * 0.12 * height
   c.line(seat_y, seat_x, pedal_y, seat_x + lean * 0.1 * height, 0.8 * w, RIDER,
-         c.jitter((c.rng.uniform(20, 120),) * 3, 20), 8)
+         _trousers(c), 8)
   c.line(seat_y, seat_x, shoulder_y, shoulder_x, 2 * w, RIDER, clothes, 8)
   c.line(shoulder_y, shoulder_x, bar_y, bar_x, 0.6 * w, RIDER, clothes, 8)
   head_y, head_x = shoulder_y - 0.1 * height, shoulder_x + lean * 0.03 * height
-  c.ellipse(head_y, head_x, 0.09 * height, 0.075 * height, RIDER, c.jitter((210, 170, 140)),
-            6)
+  _head(c, RIDER, head_y, head_x, height)
   c.ellipse(head_y - 0.03 * height, head_x, 0.07 * height, 0.085 * height, RIDER,
             c.jitter(HELMET_PAINT[c.rng.integers(len(HELMET_PAINT))], 15), 6)
 

@@ -1,10 +1,13 @@
-"""Describes the synthetic dataset: per-class pixel share and image share, and a sample grid.
+"""Describes the synthetic dataset: per-class pixel share and image share, object sizes, and a
+sample grid.
 
   python scripts/describe_synthetic.py --out=docs
-writes docs/synthetic_samples.png and prints a markdown table of the train split's statistics.
-Another profile or size: `--config.dataset.synthetic.profile=v3 --config.dataset.synthetic.
-height=256 --config.dataset.synthetic.width=512` (the picture is then named
-synthetic_samples_v3.png).
+writes docs/synthetic_samples_<profile>.png (v1: docs/synthetic_samples.png) and prints
+markdown tables of the splits' statistics: per class the share of pixels and of images, and the
+size of its objects in the train split. An object is a connected region of the class in a label
+map (8-connectivity): what a model sees of it, so an occluded car split in two counts twice and
+touching poles count once. Another profile or size: e.g. `--config.dataset.synthetic.profile=v1
+--config.dataset.synthetic.height=128 --config.dataset.synthetic.width=256`.
 """
 
 import os
@@ -14,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from tce_jax import evaluation
 from tce_jax.data import class_index as class_index_lib
@@ -24,8 +28,59 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('out', 'docs', 'Folder for synthetic_samples.png.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
 flags.DEFINE_integer('samples', 6, 'Number of sample scenes in the picture.')
+flags.DEFINE_integer('size_images', 500, 'Train images whose objects are measured (the first N).')
 config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py',
                                 'Config whose dataset.synthetic fields say which dataset.')
+
+
+def object_sizes(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
+  """Per class, the [n, 3] int array (pixels, box height, box width) of its objects in one
+  label map: the connected regions of the class under 8-connectivity (ignore = 255 is no
+  class)."""
+  sizes = []
+  for c in range(num_classes):
+    regions, n = ndimage.label(label == c, structure=np.ones((3, 3), bool))
+    if n == 0:
+      sizes.append(np.zeros((0, 3), np.int64))
+      continue
+    pixels = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+    boxes = ndimage.find_objects(regions)
+    sizes.append(np.array([(p, b[0].stop - b[0].start, b[1].stop - b[1].start)
+                           for p, b in zip(pixels, boxes)], np.int64))
+  return sizes
+
+
+def object_size_table(labels: list[np.ndarray], num_classes: int, class_names: list[str],
+                      min_pixels: int = 10) -> str:
+  """Markdown: per class, objects per image that holds the class, and the median and the
+  10th-90th percentiles of the objects' pixels, box height and box width (pixels). Regions
+  under `min_pixels` (slivers where drawn shapes meet) are left out of the sizes and counted
+  apart, as a share of all regions."""
+  per_class = [[] for _ in range(num_classes)]
+  holding = np.zeros(num_classes, np.int64)
+  for label in labels:
+    for c, sizes in enumerate(object_sizes(label, num_classes)):
+      per_class[c].append(sizes)
+      holding[c] += len(sizes) > 0
+  height, width = labels[0].shape
+  lines = [f'Objects in {len(labels)} train images of {height} x {width} (connected regions; '
+           'median [10th - 90th percentile]):', '',
+           '| class | objects per image holding it | pixels | % of the image | box height | '
+           f'box width | regions < {min_pixels} px (%) |', '|---|---|---|---|---|---|---|']
+  for c in range(num_classes):
+    regions = np.concatenate(per_class[c])
+    sizes = regions[regions[:, 0] >= min_pixels]
+    if not len(sizes):
+      lines.append(f'| {class_names[c]} | 0 | | | | | {"" if not len(regions) else 100:} |')
+      continue
+    cells = []
+    for values in (sizes[:, 0], 100 * sizes[:, 0] / (height * width), sizes[:, 1], sizes[:, 2]):
+      low, mid, high = np.percentile(values, [10, 50, 90])
+      digits = 3 if values.dtype.kind == 'f' else 0
+      cells.append(f'{mid:.{digits}f} [{low:.{digits}f} - {high:.{digits}f}]')
+    lines.append(f'| {class_names[c]} | {len(sizes) / holding[c]:.1f} | ' + ' | '.join(cells) +
+                 f' | {100 * (1 - len(sizes) / len(regions)):.0f} |')
+  return '\n'.join(lines)
 
 
 def main(argv):
@@ -55,6 +110,8 @@ def main(argv):
         f'mIoU {np.nanmean(evaluation.iou_from_confusion(confusion)):.2f}, pixel accuracy '
         f'{100 * confusion[majority, majority] / confusion.sum():.2f}')
   source = datasets.load_source(config, 'train')
+  labels = [source[i]['label'] for i in range(min(FLAGS.size_images, len(source)))]
+  print('\n' + object_size_table(labels, len(CITYSCAPES_CLASSES), list(CITYSCAPES_CLASSES)))
   rows = []
   for i in range(FLAGS.samples):
     record = source[i]

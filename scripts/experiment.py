@@ -1,7 +1,7 @@
 """The fairness experiment on the synthetic dataset: every method x seeds, then the report.
 
-  python scripts/experiment.py --out=runs/experiment [--seeds=3] [--steps=1500] [--quick]
-                               [--methods=mcce,tce_t1,...]
+  python scripts/experiment.py --out=runs/experiment [--seeds=3] [--steps=N] [--quick]
+                               [--methods=mcce,tce_t1,...] [--records=docs/results/runs]
 
 Methods (identical model, data, steps and schedule; `METHODS` below, docs/method.md): the
 paper's (MCCE, Focal with alpha = inverse pixel frequency, Stochastic TCE with t = 0.1 and
@@ -10,15 +10,23 @@ t = 1, the direct image- and class-level tilted losses at t = 1), the t = 0 abla
 class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer); Focal
 without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss. Each run lives in
 OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
-checkpoints, so the command can be started again after any interruption. At the end it
+checkpoints, so the command can be started again after any interruption. With `--records`,
+each finished run's config.json and eval/*.json (a few KB) are copied to
+RECORDS/<method>_s<seed>/ as it finishes, and a run found there counts as finished (its
+recorded config must train what this version would), so a study committed run by run resumes
+on any machine, and its report rebuilds from the records alone. Every run trains the benchmark
+of configs/synthetic_mcce.py (docs/synthetic_dataset.md) for its train.num_steps unless
+`--steps` says otherwise. At the end it
 writes the report (MCCE as the reference) into OUT/report, and OUT/report/summary.md: the
 headline statistics per method (mean +- std over seeds) with the difference to MCCE and
 Welch's t-test p-value, and how many classes differ from MCCE at p < 0.05. `--quick` is a
 smoke version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
+import glob
 import json
 import os
+import shutil
 
 from absl import app
 from absl import flags
@@ -29,6 +37,7 @@ import tqdm
 
 from tce_jax import report
 from tce_jax import train
+from tce_jax import workdir as workdir_lib
 from tce_jax.configs import synthetic_mcce
 from tce_jax.configs import synthetic_rcs
 from tce_jax.configs import tiny
@@ -40,15 +49,19 @@ def _define_flags():
   """Only when run as a script (the tests import this module)."""
   flags.DEFINE_string('out', 'runs/experiment', 'Folder of the runs and the report.')
   flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
-  flags.DEFINE_integer('steps', 1500, 'Training steps of every run.')
+  flags.DEFINE_integer('steps', None, 'Training steps of every run (default: the benchmark '
+                       "config's train.num_steps).")
   flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 seed, 4 steps.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
+  flags.DEFINE_string('records', None, 'Folder of committed run records, e.g. '
+                      'docs/results/runs: runs recorded there are not trained again, and each '
+                      'run finished here is recorded there.')
   flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS; default: all). The '
                     'first is the reference of the report.')
 
 # DAFormer's parameters scaled to the synthetic images, as configs/synthetic_rcs.py sets them:
 # class-aware crops (10 redraws, 94 pixels of the class in the 128 x 128 crop) and D_c
-# restricted to the images with more than 188 pixels of c.
+# restricted to the images with more than 750 pixels of c (0.57% of a 256 x 512 image).
 _RCS_CONFIG = synthetic_rcs.get_config()
 CLASS_CROP = {f'sampling.class_crop.{field}': _RCS_CONFIG.sampling.class_crop[field]
               for field in ('retries', 'min_pixels')}
@@ -117,27 +130,64 @@ def finished(workdir: str, steps: int) -> bool:
   return os.path.exists(os.path.join(workdir, 'eval', f'{steps}.json'))
 
 
-def run_experiment(out: str, *, seeds: int, steps: int, quick: bool = False,
-                   data_dir: str | None = None, methods: list[str] | None = None) -> dict:
-  """Trains what is not finished yet, then writes OUT/report; returns the report."""
+def record_run(workdir: str, records: str) -> str:
+  """Copies the run's config.json and eval/*.json to RECORDS/<run name>/; returns that path."""
+  target = os.path.join(records, os.path.basename(os.path.normpath(workdir)))
+  os.makedirs(os.path.join(target, 'eval'), exist_ok=True)
+  shutil.copy2(os.path.join(workdir, 'config.json'), target)
+  for path in sorted(glob.glob(os.path.join(workdir, 'eval', '*.json'))):
+    shutil.copy2(path, os.path.join(target, 'eval'))
+  return target
+
+
+def check_record(record: str, config) -> None:
+  """Raises ValueError when the recorded run trained something other than `config` would
+  (a field outside workdir.HARMLESS_PREFIXES differs): a stale record is never reused."""
+  changes = workdir_lib.harmful(workdir_lib.config_changes(
+      workdir_lib.load_run_config(record), config))
+  if changes:
+    listed = '; '.join(f'{k}: recorded {a!r}, now {b!r}' for k, (a, b) in changes.items())
+    raise ValueError(f'The record {record} was made with another config ({listed}). Move it '
+                     'away to train the run again, or run the version that made it.')
+
+
+def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: bool = False,
+                   data_dir: str | None = None, methods: list[str] | None = None,
+                   records: str | None = None) -> dict:
+  """Trains what is not finished yet (in OUT or in RECORDS), then writes OUT/report; returns
+  the report."""
   methods = list(METHODS) if methods is None else list(methods)
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ValueError(f'Unknown methods {unknown}; known: {", ".join(METHODS)}')
+  if steps is None:
+    steps = synthetic_mcce.get_config().train.num_steps
   runs = [(m, s) for m in methods for s in range(seeds)]
   use_compilation_cache(os.path.join(out, 'xla_cache'))
-  workdirs = []
+  sources = []  # per run, the folder its records are read from: OUT/<run> or RECORDS/<run>
   with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
     for method, seed in runs:
+      config = run_config(method, seed, steps=steps, quick=quick, data_dir=data_dir)
       workdir = os.path.join(out, f'{method}_s{seed}')
-      workdirs.append(workdir)
-      if not finished(workdir, steps):
-        train.train_and_evaluate(run_config(method, seed, steps=steps, quick=quick,
-                                            data_dir=data_dir), workdir)
+      record = records and os.path.join(records, f'{method}_s{seed}')
+      if record and not finished(workdir, steps) and finished(record, steps):
+        check_record(record, config)
+        sources.append(record)
+      else:
+        if not finished(workdir, steps):
+          train.train_and_evaluate(config, workdir)
+        if records:
+          record_run(workdir, records)
+        sources.append(workdir)
       progress.update(steps)
-  result = report.make_report(workdirs, os.path.join(out, 'report'), reference=workdirs[0],
-                              qualitative_images=0 if quick else 4)
-  reference_runs = [w for (m, _), w in zip(runs, workdirs) if m == methods[0]]
+  # The qualitative figure predicts with each method's first run: it needs its checkpoints.
+  first = {m: sources[i] for i, (m, _) in reversed(list(enumerate(runs)))}
+  can_predict = all(os.path.isdir(os.path.join(s, 'checkpoints')) for s in first.values())
+  if not quick and not can_predict:
+    print('No qualitative figure: some methods have only records here (no checkpoints).')
+  result = report.make_report(sources, os.path.join(out, 'report'), reference=sources[0],
+                              qualitative_images=4 if can_predict and not quick else 0)
+  reference_runs = [w for (m, _), w in zip(runs, sources) if m == methods[0]]
   profile = profile_table(*benchmark_profile(reference_runs, steps), label=methods[0])
   with open(os.path.join(out, 'report', 'summary.md'), 'w') as f:
     f.write(summary(result) + '\n\n' + profile + '\n')
@@ -256,7 +306,7 @@ def main(argv):
   seeds, steps = (1, 4) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
   try:
     run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
-                   data_dir=FLAGS.data_dir, methods=FLAGS.methods)
+                   data_dir=FLAGS.data_dir, methods=FLAGS.methods, records=FLAGS.records)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   print(f'Report: {os.path.join(FLAGS.out, "report", "report.md")}')

@@ -16,8 +16,9 @@ from conftest import ROOT, subprocess_env
 @pytest.mark.slow
 def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   import experiment  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
-  command = [sys.executable, 'scripts/experiment.py', '--quick', f'--out={tmp_path / "exp"}',
-             f'--data_dir={tmp_path / "tfds"}']
+  base = [sys.executable, 'scripts/experiment.py', '--quick', f'--data_dir={tmp_path / "tfds"}',
+          f'--records={tmp_path / "records"}']
+  command = base + [f'--out={tmp_path / "exp"}']
   first = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
                          text=True, timeout=900, check=False)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -43,6 +44,33 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert marker.stat().st_mtime_ns == before, 'a finished run was trained again'
   assert 'Training ' not in second.stderr
+  # Every run is recorded (config and evaluation, no checkpoints) and a fresh output folder
+  # rebuilds the report from the records alone.
+  for method in experiment.METHODS:
+    recorded = tmp_path / 'records' / f'{method}_s0'
+    assert sorted(os.listdir(recorded)) == ['config.json', 'eval'], method
+    assert (recorded / 'eval' / '4.json').read_bytes() == (
+        tmp_path / 'exp' / f'{method}_s0' / 'eval' / '4.json').read_bytes()
+  rebuilt = subprocess.run(base + [f'--out={tmp_path / "rebuilt"}'], cwd=ROOT,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=900,
+                           check=False)
+  assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+  assert 'Training ' not in rebuilt.stderr
+  assert not os.path.exists(tmp_path / 'rebuilt' / 'mcce_s0')
+  with open(tmp_path / 'rebuilt' / 'report' / 'report.json') as f:
+    labels = json.load(f)['labels']
+  assert {k: (v['fairness'], v['per_class_iou']) for k, v in labels.items()} == {
+      k: (v['fairness'], v['per_class_iou']) for k, v in report['labels'].items()}
+  # A record made with another config is refused, not reused.
+  stale = tmp_path / 'records' / 'tce_t1_s0' / 'config.json'
+  saved = json.loads(stale.read_text())
+  saved['tce']['t'] = 5.0
+  stale.write_text(json.dumps(saved))
+  refused = subprocess.run(base + [f'--out={tmp_path / "stale"}', '--methods=tce_t1'], cwd=ROOT,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=300,
+                           check=False)
+  assert refused.returncode != 0
+  assert 'was made with another config (tce.t: recorded 5.0, now 1.0)' in refused.stderr
   subset = subprocess.run(command + ['--methods=mcce,nonsense'], cwd=ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=300, check=False)
   assert subset.returncode != 0 and "Unknown methods ['nonsense']" in subset.stderr

@@ -18,11 +18,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'validation'
-  # Sizes of the built-in synthetic dataset (ignored by the real datasets); `profile` 'v1'
-  # draws thin objects with fixed pixel sizes, 'v2' scales them with the image, 'v3' also
-  # draws people and two-wheelers by their parts (docs/synthetic_dataset.md).
+  # Sizes of the built-in synthetic dataset (ignored by the real datasets); `profile` 'v3'
+  # (the benchmark) draws people and two-wheelers by their parts, with every size scaled to
+  # the image; 'v1' (the first benchmark, at 128 x 256 with 300 validation images) draws thin
+  # objects with fixed pixel sizes, 'v2' scales them (docs/synthetic_dataset.md).
   config.dataset.synthetic = ml_collections.ConfigDict(dict(
-      num_train=2000, num_validation=300, height=128, width=256, seed=0, profile='v1'))
+      num_train=2000, num_validation=500, height=256, width=512, seed=0, profile='v3'))
 
   config.input = ml_collections.ConfigDict()
   config.input.crop_size = (128, 128)  # training crop (height, width); images are padded to it
@@ -87,8 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
   # prepares its batch while the device runs the steps in between.
   config.sampling.lag = 2
   # D_c holds the images with more than this many pixels of class c (0: any pixel, the
-  # paper). DAFormer's rare class sampling: 3,000 at 1024 x 512 (0.57% of the image); 188 is
-  # that fraction of the synthetic 128 x 256 images.
+  # paper). DAFormer's rare class sampling: 3,000 at 1024 x 512 (0.57% of the image); 750 is
+  # that fraction of the synthetic benchmark's 256 x 512 images (configs/synthetic_rcs.py).
   config.sampling.min_pixels = 0
   # Class-aware crops (class-conditional samplers): while the random crop holds fewer than
   # `min_pixels` pixels of the drawn class, redraw the augmentation (scale, crop, flip), up to

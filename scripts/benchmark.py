@@ -15,7 +15,8 @@ Measured in one process, the timed parts alternating in rounds so machine noise 
 - evaluation (images/s over the eval split, confusion-matrix update included);
 - peak host memory (and peak device memory where the backend reports it);
 - the peer: the same DeepLabv3+ and batch in plain PyTorch (scripts/torch_deeplabv3plus.py,
-  SGD momentum, pixel cross-entropy), our step time / peer step time.
+  pixel cross-entropy, the config's update rule: SGD momentum or AdamW), our step time / peer
+  step time.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class Peer:
       self.images = self.images.contiguous(memory_format=torch.channels_last)
     step = peer.make_train_step(model, learning_rate=config.train.learning_rate,
                                 momentum=config.train.momentum,
-                                weight_decay=config.train.weight_decay)
+                                weight_decay=config.train.weight_decay,
+                                optimizer=config.train.optimizer)
     self._time = functools.partial(peer.time_train_steps, step, self.images, self.labels)
     self.info = {'framework': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
                  'channels_last': channels_last}

@@ -25,12 +25,17 @@ from tce_jax.data import datasets
 from tce_jax.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', 'docs', 'Folder for synthetic_samples.png.')
-flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
-flags.DEFINE_integer('samples', 6, 'Number of sample scenes in the picture.')
-flags.DEFINE_integer('size_images', 500, 'Train images whose objects are measured (the first N).')
-config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py',
-                                'Config whose dataset.synthetic fields say which dataset.')
+
+
+def _define_flags():
+  """Only when run as a script (the tests import this module)."""
+  flags.DEFINE_string('out', 'docs', 'Folder for the sample picture.')
+  flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
+  flags.DEFINE_integer('samples', 6, 'Number of sample scenes in the picture.')
+  flags.DEFINE_integer('size_images', 500,
+                       'Train images whose objects are measured (the first N).')
+  config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py',
+                                  'Config whose dataset.synthetic fields say which dataset.')
 
 
 def object_sizes(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -126,4 +131,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -175,10 +175,19 @@ def state_dict_from_flax(variables: Mapping) -> dict[str, torch.Tensor]:
 
 
 def make_train_step(model: nn.Module, *, learning_rate: float = 0.01, momentum: float = 0.9,
-                    weight_decay: float = 1e-4, ignore_index: int = 255):
-  """One SGD-momentum step of pixel cross-entropy on (images [B,3,H,W], labels [B,H,W])."""
-  optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
-                              weight_decay=weight_decay)
+                    weight_decay: float = 1e-4, ignore_index: int = 255,
+                    optimizer: str = 'sgd'):
+  """One step of pixel cross-entropy on (images [B,3,H,W], labels [B,H,W]) with the update
+  rule of our `config.train.optimizer`: 'sgd' (momentum, L2 weight decay in the gradient) or
+  'adamw' (beta1 = momentum, beta2 = 0.999, decoupled weight decay), as tce_jax.train."""
+  if optimizer == 'adamw':
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(momentum, 0.999),
+                                  eps=1e-8, weight_decay=weight_decay)
+  elif optimizer == 'sgd':
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum,
+                                weight_decay=weight_decay)
+  else:
+    raise ValueError(f'optimizer={optimizer!r}: the peer knows sgd and adamw')
   model.train()
 
   def step(images: torch.Tensor, labels: torch.Tensor) -> float:

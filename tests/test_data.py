@@ -14,7 +14,8 @@ from tce_jax.data.synthetic_scenes import render_scene
 
 
 def test_synthetic_class_statistics_meet_the_long_tail_bounds():
-  """The default dataset's train split (2,000 scenes, seed 0), drawn as the builder draws it."""
+  """Profile v1's train split (2,000 scenes of 128 x 256, seed 0), drawn as the builder draws
+  it (v2 and v3: the next test)."""
   k = len(CITYSCAPES_CLASSES)
   pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
   for i in range(2000):
@@ -381,3 +382,24 @@ def test_class_crop_keeps_crops_that_already_hold_the_class(tiny_dataset_config)
       assert (b['label'][slot] == rare).any()
     np.testing.assert_array_equal(plain(step)['image'], aware(step)['image'])
   assert changed, 'no crop missed the rare class: the test checks nothing'
+
+
+def test_describe_synthetic_measures_objects_as_connected_regions():
+  import describe_synthetic  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
+  label = np.full((8, 10), 255, np.uint8)
+  label[0:2, 0:3] = 0  # class 0: a 2 x 3 block ...
+  label[5, 0:4] = 0  # ... and a separate 1 x 4 bar
+  label[3, 6] = label[4, 7] = label[5, 8] = 1  # class 1: a diagonal, one region (8-connected)
+  label[7, 9] = 2  # class 2: a one-pixel sliver
+  sizes = describe_synthetic.object_sizes(label, 4)
+  assert sorted(map(tuple, sizes[0])) == [(4, 1, 4), (6, 2, 3)]
+  assert sizes[1].tolist() == [[3, 3, 3]]
+  assert sizes[2].tolist() == [[1, 1, 1]] and sizes[3].shape == (0, 3)
+  table = describe_synthetic.object_size_table([label, label[:, ::-1]], 4, ['a', 'b', 'c', 'd'],
+                                               min_pixels=2)
+  rows = {line.split(' | ')[0][2:]: line.split(' | ')[1:] for line in table.splitlines()
+          if line.startswith('| ') and not line.startswith('| class')}
+  assert rows['a'][0] == '2.0' and rows['a'][1] == '5 [4 - 6]'  # two objects in each image
+  assert rows['a'][-1].startswith('0 ')
+  assert rows['c'][0] == '0' and rows['c'][-1].startswith('100')  # only slivers
+  assert rows['d'][0] == '0' and rows['d'][-1].strip(' |') == ''  # absent

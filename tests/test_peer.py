@@ -45,13 +45,16 @@ def test_peer_gives_our_logits_with_our_weights(backbone, output_stride, multi_g
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
 
 
-def test_peer_train_step_lowers_the_loss():
+@pytest.mark.parametrize('optimizer,learning_rate', [('sgd', 0.05), ('adamw', 5e-3)])
+def test_peer_train_step_lowers_the_loss(optimizer, learning_rate):
   torch.manual_seed(0)
   model = peer.DeepLabV3Plus(3, 'resnet18', 8, aspp_channels=8, decoder_channels=8, dropout=0.0)
   images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
-  step = peer.make_train_step(model, learning_rate=0.05)
+  step = peer.make_train_step(model, learning_rate=learning_rate, optimizer=optimizer)
   losses = [step(images, labels) for _ in range(8)]
   assert losses[-1] < losses[0]
+  with pytest.raises(ValueError, match="optimizer='lamb'"):
+    peer.make_train_step(model, optimizer='lamb')
 
 
 def test_quick_benchmark_writes_every_measurement(tmp_path):

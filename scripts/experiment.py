@@ -185,7 +185,10 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
   can_predict = all(os.path.isdir(os.path.join(s, 'checkpoints')) for s in first.values())
   if not quick and not can_predict:
     print('No qualitative figure: some methods have only records here (no checkpoints).')
+  # Labelled by method, not by the recorded config.name (a harmless field a record may hold
+  # another value of, e.g. a calibration run reused as a study run).
   result = report.make_report(sources, os.path.join(out, 'report'), reference=sources[0],
+                              labels=[m for m, _ in runs],
                               qualitative_images=4 if can_predict and not quick else 0)
   reference_runs = [w for (m, _), w in zip(runs, sources) if m == methods[0]]
   profile = profile_table(*benchmark_profile(reference_runs, steps), label=methods[0])

@@ -13,8 +13,14 @@ import pytest
 
 from conftest import main_command, ROOT, subprocess_env
 
+# SGD, not the benchmark's AdamW: Adam divides each update by the gradient's own magnitude,
+# so a parameter whose gradient is ~0 moves by ~lr in a direction set by float32 summation
+# order, and the two runs could not be compared at the tolerance that catches a wrong batch
+# split (the update rule itself is checked against torch's formulas in test_train).
 STEPS = ['--config.train.num_steps=6', '--config.train.log_every=3',
-         '--config.train.eval_every=6', '--config.train.checkpoint_every=3']
+         '--config.train.eval_every=6', '--config.train.checkpoint_every=3',
+         '--config.train.optimizer=sgd', '--config.train.learning_rate=0.01',
+         '--config.train.weight_decay=5e-4']
 
 
 def free_port() -> int:

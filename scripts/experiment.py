@@ -181,7 +181,9 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
         sources.append(workdir)
       progress.update(steps)
   # The qualitative figure predicts with each method's first run: it needs its checkpoints.
-  first = {m: sources[i] for i, (m, _) in reversed(list(enumerate(runs)))}
+  first = {}
+  for (method, _), source in zip(runs, sources):
+    first.setdefault(method, source)
   can_predict = all(os.path.isdir(os.path.join(s, 'checkpoints')) for s in first.values())
   if not quick and not can_predict:
     print('No qualitative figure: some methods have only records here (no checkpoints).')

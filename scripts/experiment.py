@@ -1,15 +1,16 @@
 """The fairness experiment on the synthetic dataset: every method x seeds, then the report.
 
-  python scripts/experiment.py --out=runs/experiment [--seeds=3] [--steps=N] [--quick]
-                               [--methods=mcce,tce_t1,...] [--records=docs/results/runs]
+  python scripts/experiment.py --out=runs/experiment [--seeds=3] [--sweep_seeds=3] [--steps=N]
+                               [--quick] [--methods=mcce,tce_t1,...] [--records=docs/results/runs]
 
 Methods (identical model, data, steps and schedule; `METHODS` below, docs/method.md): the
 paper's (MCCE, Focal with alpha = inverse pixel frequency, Stochastic TCE with t = 0.1 and
 t = 1, the direct image- and class-level tilted losses at t = 1), the t = 0 ablation
 (class-uniform sampling), and the added ones: Stochastic TCE with the class signal, with
 class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer); Focal
-without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss. Each run lives in
-OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
+without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss; and the t
+sweep (`SWEEP`, `--sweep_seeds` seeds each). Runs go seed by seed (every method's seed 0
+first). Each run lives in OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
 checkpoints, so the command can be started again after any interruption. With `--records`,
 each finished run's config.json and eval/*.json (a few KB) are copied to
 RECORDS/<method>_s<seed>/ as it finishes, and a run found there counts as finished (its
@@ -56,8 +57,10 @@ def _define_flags():
   flags.DEFINE_string('records', None, 'Folder of committed run records, e.g. '
                       'docs/results/runs: runs recorded there are not trained again, and each '
                       'run finished here is recorded there.')
-  flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS; default: all). The '
-                    'first is the reference of the report.')
+  flags.DEFINE_integer('sweep_seeds', 3, 'Seeds of each t-sweep method (SWEEP), at most '
+                       '--seeds.')
+  flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS or SWEEP; default: '
+                    'all). The first is the reference of the report.')
 
 # DAFormer's parameters scaled to the synthetic images, as configs/synthetic_rcs.py sets them:
 # class-aware crops (10 redraws, 94 pixels of the class in the 128 x 128 crop) and D_c
@@ -94,6 +97,26 @@ METHODS = {
     'recall': {'loss.name': 'recall'},
 }
 
+# The t sweep (fewer seeds: `--sweep_seeds`): Algorithm 1 with either signal at t = 10 and 100,
+# eq. 3 at t = 0.3 and 3; with the t = 1 runs of METHODS they span t in {1, 10, 100} and
+# {0.3, 1, 3}. Same code paths as their t = 1 methods, so `--quick` leaves them out.
+SWEEP = {
+    'tce_t10': {'sampling.name': 'tce', 'tce.t': 10.0},
+    'tce_t100': {'sampling.name': 'tce', 'tce.t': 100.0},
+    'tce_signal_class_t10': {'sampling.name': 'tce', 'tce.t': 10.0, 'tce.signal': 'class'},
+    'tce_signal_class_t100': {'sampling.name': 'tce', 'tce.t': 100.0, 'tce.signal': 'class'},
+    'tce_class_t0.3': {'loss.name': 'tce_class', 'tce.t': 0.3},
+    'tce_class_t3': {'loss.name': 'tce_class', 'tce.t': 3.0},
+}
+ALL_METHODS = {**METHODS, **SWEEP}
+
+
+def study_runs(methods: list[str], seeds: int, sweep_seeds: int) -> list[tuple[str, int]]:
+  """(method, seed) in training order: seed by seed, so a study stopped at any point holds
+  the same number of seeds of every method; a SWEEP method gets min(seeds, sweep_seeds)."""
+  count = {m: min(seeds, sweep_seeds) if m in SWEEP else seeds for m in methods}
+  return [(m, s) for s in range(seeds) for m in methods if s < count[m]]
+
 
 def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str | None):
   config = synthetic_mcce.get_config()
@@ -106,7 +129,7 @@ def run_config(method: str, seed: int, *, steps: int, quick: bool, data_dir: str
   config.train.log_every = max(min(50, steps // 2), 1)
   if quick:
     tiny.apply(config)
-  config.update_from_flattened_dict(METHODS[method])
+  config.update_from_flattened_dict(ALL_METHODS[method])
   if quick:  # the tiny profile's 32 x 64 images and 32 x 32 crops: the same fractions
     if config.sampling.min_pixels:
       config.sampling.min_pixels = 11
@@ -153,16 +176,17 @@ def check_record(record: str, config) -> None:
 
 def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: bool = False,
                    data_dir: str | None = None, methods: list[str] | None = None,
-                   records: str | None = None) -> dict:
+                   records: str | None = None, sweep_seeds: int = 3) -> dict:
   """Trains what is not finished yet (in OUT or in RECORDS), then writes OUT/report; returns
-  the report."""
-  methods = list(METHODS) if methods is None else list(methods)
-  unknown = [m for m in methods if m not in METHODS]
+  the report. `methods` defaults to METHODS and SWEEP (METHODS alone with `quick`)."""
+  if methods is None:
+    methods = list(METHODS) if quick else list(ALL_METHODS)
+  unknown = [m for m in methods if m not in ALL_METHODS]
   if unknown:
-    raise ValueError(f'Unknown methods {unknown}; known: {", ".join(METHODS)}')
+    raise ValueError(f'Unknown methods {unknown}; known: {", ".join(ALL_METHODS)}')
   if steps is None:
     steps = synthetic_mcce.get_config().train.num_steps
-  runs = [(m, s) for m in methods for s in range(seeds)]
+  runs = study_runs(methods, seeds, sweep_seeds)
   use_compilation_cache(os.path.join(out, 'xla_cache'))
   sources = []  # per run, the folder its records are read from: OUT/<run> or RECORDS/<run>
   with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
@@ -311,7 +335,8 @@ def main(argv):
   seeds, steps = (1, 4) if FLAGS.quick else (FLAGS.seeds, FLAGS.steps)
   try:
     run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
-                   data_dir=FLAGS.data_dir, methods=FLAGS.methods, records=FLAGS.records)
+                   data_dir=FLAGS.data_dir, methods=FLAGS.methods, records=FLAGS.records,
+                   sweep_seeds=FLAGS.sweep_seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   print(f'Report: {os.path.join(FLAGS.out, "report", "report.md")}')

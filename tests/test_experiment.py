@@ -129,3 +129,22 @@ def test_benchmark_profile_figures(tmp_path):
   assert classes[-1] == 'absent' and np.isnan(table[:, -1]).all()
   text = experiment.profile_table(figures, classes, table, 'mcce')
   assert '| lowest class IoU in any seed | 0.0 | > 0 | | **no** |' in text
+
+
+def test_study_runs_go_seed_by_seed_with_fewer_sweep_seeds():
+  import experiment  # pylint: disable=g-import-not-at-top
+  methods = ['mcce', 'tce_t1', 'tce_t10']
+  runs = experiment.study_runs(methods, seeds=5, sweep_seeds=3)
+  assert runs[:3] == [('mcce', 0), ('tce_t1', 0), ('tce_t10', 0)]
+  assert [r for r in runs if r[0] == 'tce_t10'] == [('tce_t10', s) for s in range(3)]
+  assert [r for r in runs if r[0] == 'mcce'] == [('mcce', s) for s in range(5)]
+  assert len(runs) == len(set(runs)) == 5 + 5 + 3
+  # Any prefix holds every main method's seeds 0..k-1 before any seed k.
+  seeds_seen = [s for m, s in runs if m != 'tce_t10']
+  assert seeds_seen == sorted(seeds_seen)
+  assert experiment.study_runs(methods, seeds=2, sweep_seeds=3)[-1] == ('tce_t10', 1)
+  # The sweep trains the t = 1 method's code path at other t only.
+  for method, overrides in experiment.SWEEP.items():
+    base = experiment.ALL_METHODS[method.rsplit('_t', 1)[0] + '_t1']
+    assert {k: v for k, v in overrides.items() if k != 'tce.t'} == {
+        k: v for k, v in base.items() if k != 'tce.t'}

@@ -2,6 +2,7 @@
 
   python scripts/experiment.py --out=runs/experiment [--seeds=3] [--sweep_seeds=3] [--steps=N]
                                [--quick] [--methods=mcce,tce_t1,...] [--records=docs/results/runs]
+                               [--notrain] [--report_dir=docs/results]
 
 Methods (identical model, data, steps and schedule; `METHODS` below, docs/method.md): the
 paper's (MCCE, Focal with alpha = inverse pixel frequency, Stochastic TCE with t = 0.1 and
@@ -10,17 +11,20 @@ t = 1, the direct image- and class-level tilted losses at t = 1), the t = 0 abla
 class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer); Focal
 without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss; and the t
 sweep (`SWEEP`, `--sweep_seeds` seeds each). Runs go seed by seed (every method's seed 0
-first). Each run lives in OUT/<method>_s<seed>; finished runs are skipped and interrupted ones resume from their
-checkpoints, so the command can be started again after any interruption. With `--records`,
+first). Each run lives in OUT/<method>_s<seed>; finished runs are skipped and interrupted
+ones resume from their checkpoints, so the command can be started again after any interruption. With `--records`,
 each finished run's config.json and eval/*.json (a few KB) are copied to
 RECORDS/<method>_s<seed>/ as it finishes, and a run found there counts as finished (its
 recorded config must train what this version would), so a study committed run by run resumes
 on any machine, and its report rebuilds from the records alone. Every run trains the benchmark
 of configs/synthetic_mcce.py (docs/synthetic_dataset.md) for its train.num_steps unless
 `--steps` says otherwise. At the end it
-writes the report (MCCE as the reference) into OUT/report, and OUT/report/summary.md: the
-headline statistics per method (mean +- std over seeds) with the difference to MCCE and
-Welch's t-test p-value, and how many classes differ from MCCE at p < 0.05. `--quick` is a
+writes the report (MCCE as the reference) into `--report_dir` (default OUT/report; with
+`--notrain` only the finished or recorded runs are reported, nothing is trained): the report
+of tce_jax.report with its Pareto figure, and summary.md: per family (the 5-seed methods, the
+t sweep) each method's headline statistics (mean +- std over seeds) with the difference to
+MCCE and its 95% confidence interval, Welch's test with Holm's correction over the family's
+table, and the classes better / worse than MCCE after Holm over the classes. `--quick` is a
 smoke version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
@@ -33,10 +37,10 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-from scipy import stats as scipy_stats
 import tqdm
 
 from tce_jax import report
+from tce_jax import stats
 from tce_jax import train
 from tce_jax import workdir as workdir_lib
 from tce_jax.configs import synthetic_mcce
@@ -57,6 +61,10 @@ def _define_flags():
   flags.DEFINE_string('records', None, 'Folder of committed run records, e.g. '
                       'docs/results/runs: runs recorded there are not trained again, and each '
                       'run finished here is recorded there.')
+  flags.DEFINE_bool('train', True, 'Train the runs not finished yet; with --notrain, report '
+                    'on the finished (or recorded) runs only.')
+  flags.DEFINE_string('report_dir', None, 'Folder of the report (default: OUT/report), e.g. '
+                      'docs/results.')
   flags.DEFINE_integer('sweep_seeds', 3, 'Seeds of each t-sweep method (SWEEP), at most '
                        '--seeds.')
   flags.DEFINE_list('methods', None, 'Methods to run (names of METHODS or SWEEP; default: '
@@ -109,6 +117,22 @@ SWEEP = {
     'tce_class_t3': {'loss.name': 'tce_class', 'tce.t': 3.0},
 }
 ALL_METHODS = {**METHODS, **SWEEP}
+# The paper's methods (at any t); the rest are added beside them. The report's Pareto figure
+# marks the two kinds apart, and the sweep's points apart from the 5-seed methods.
+PAPER_METHODS = ('mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1', 'tce_image_t1',
+                 'tce_class_t1', 'tce_t10', 'tce_t100', 'tce_class_t0.3', 'tce_class_t3')
+
+
+# The qualitative figure's columns (all 25 methods would not fit a page): the reference, the
+# paper's methods at their published t, and one of each added family. Chosen before the runs.
+QUALITATIVE_METHODS = ('mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1', 'tce_image_t1',
+                       'tce_class_t1', 'tce_signal_class_crop_t1', 'tce_size_prior_t1', 'rcs',
+                       'ce_sqrt_inv_freq', 'ohem', 'recall')
+
+
+def method_kind(method: str) -> str:
+  kind = 'paper' if method in PAPER_METHODS else 'added'
+  return kind + (' (t sweep)' if method in SWEEP else '')
 
 
 def study_runs(methods: list[str], seeds: int, sweep_seeds: int) -> list[tuple[str, int]]:
@@ -176,9 +200,11 @@ def check_record(record: str, config) -> None:
 
 def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: bool = False,
                    data_dir: str | None = None, methods: list[str] | None = None,
-                   records: str | None = None, sweep_seeds: int = 3) -> dict:
-  """Trains what is not finished yet (in OUT or in RECORDS), then writes OUT/report; returns
-  the report. `methods` defaults to METHODS and SWEEP (METHODS alone with `quick`)."""
+                   records: str | None = None, sweep_seeds: int = 3,
+                   train_missing: bool = True, report_dir: str | None = None) -> dict:
+  """Trains what is not finished yet (in OUT or in RECORDS; with `train_missing` False, leaves
+  it out), then writes the report into `report_dir` (default OUT/report); returns the report.
+  `methods` defaults to METHODS and SWEEP (METHODS alone with `quick`)."""
   if methods is None:
     methods = list(METHODS) if quick else list(ALL_METHODS)
   unknown = [m for m in methods if m not in ALL_METHODS]
@@ -188,7 +214,8 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
     steps = synthetic_mcce.get_config().train.num_steps
   runs = study_runs(methods, seeds, sweep_seeds)
   use_compilation_cache(os.path.join(out, 'xla_cache'))
-  sources = []  # per run, the folder its records are read from: OUT/<run> or RECORDS/<run>
+  done, sources = [], []  # finished runs, and the folder each one's records are read from
+  missing = []
   with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
     for method, seed in runs:
       config = run_config(method, seed, steps=steps, quick=quick, data_dir=data_dir)
@@ -196,30 +223,46 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
       record = records and os.path.join(records, f'{method}_s{seed}')
       if record and not finished(workdir, steps) and finished(record, steps):
         check_record(record, config)
-        sources.append(record)
-      else:
+        source = record
+      elif finished(workdir, steps) or train_missing:
         if not finished(workdir, steps):
           train.train_and_evaluate(config, workdir)
         if records:
           record_run(workdir, records)
-        sources.append(workdir)
+        source = workdir
+      else:
+        missing.append(f'{method}_s{seed}')
+        source = None
+      if source:
+        done.append((method, seed))
+        sources.append(source)
       progress.update(steps)
+  if missing:
+    print(f'Not finished, left out of the report ({len(missing)}): {", ".join(missing)}')
+  if not done or done[0][0] != methods[0]:
+    raise ValueError(f'No finished run of the reference method {methods[0]}: nothing to report')
+  report_dir = report_dir or os.path.join(out, 'report')
   # The qualitative figure predicts with each method's first run: it needs its checkpoints.
   first = {}
-  for (method, _), source in zip(runs, sources):
+  for (method, _), source in zip(done, sources):
     first.setdefault(method, source)
   can_predict = all(os.path.isdir(os.path.join(s, 'checkpoints')) for s in first.values())
   if not quick and not can_predict:
     print('No qualitative figure: some methods have only records here (no checkpoints).')
   # Labelled by method, not by the recorded config.name (a harmless field a record may hold
   # another value of, e.g. a calibration run reused as a study run).
-  result = report.make_report(sources, os.path.join(out, 'report'), reference=sources[0],
-                              labels=[m for m, _ in runs],
-                              qualitative_images=4 if can_predict and not quick else 0)
-  reference_runs = [w for (m, _), w in zip(runs, sources) if m == methods[0]]
+  result = report.make_report(sources, report_dir, reference=sources[0],
+                              labels=[m for m, _ in done],
+                              qualitative_images=4 if can_predict and not quick else 0,
+                              kinds={m: method_kind(m) for m in first},
+                              qualitative_labels=None if quick else QUALITATIVE_METHODS)
+  families = {'Methods': [m for m in first if m in METHODS],
+              't sweep': [m for m in first if m in SWEEP]}
+  reference_runs = [w for (m, _), w in zip(done, sources) if m == methods[0]]
   profile = profile_table(*benchmark_profile(reference_runs, steps), label=methods[0])
-  with open(os.path.join(out, 'report', 'summary.md'), 'w') as f:
-    f.write(summary(result) + '\n\n' + profile + '\n')
+  with open(os.path.join(report_dir, 'summary.md'), 'w') as f:
+    f.write(summary(result, {k: v for k, v in families.items() if v}) + '\n\n' + profile +
+            '\n')
   print(profile)
   return result
 
@@ -227,49 +270,81 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
 SUMMARY_STATS = {'miou': 'mIoU', 'sorted_bottom': 'bottom 25% (MCCE\'s worst classes)',
                  'percentile_bottom_miou': 'own bottom 25%', 'worst': 'worst class',
                  'std': 'class-IoU std'}
+ALPHA = 0.05  # significance level after Holm's correction
 
 
-def welch(a: dict, b: dict, n_a: int, n_b: int) -> float:
-  """Two-sided p-value of Welch's t-test from means and sample stds (NaN below 2 runs)."""
-  if min(n_a, n_b) < 2:
-    return float('nan')
-  if a['std'] == 0 and b['std'] == 0:  # no seed noise at all: any difference is real
-    return 1.0 if a['mean'] == b['mean'] else 0.0
-  return float(scipy_stats.ttest_ind_from_stats(a['mean'], a['std'], n_a, b['mean'], b['std'],
-                                                n_b, equal_var=False).pvalue)
+def _welch(entry: dict, reference: dict, n: int, n_ref: int) -> dict:
+  return stats.welch(entry['mean'], entry['std'], n, reference['mean'], reference['std'], n_ref)
 
 
-def summary(report_json: dict) -> str:
-  """Markdown: each method's headline statistics against the reference, with seed noise."""
+def _interval(c: dict) -> str:
+  if not np.isfinite(c['low']):
+    return f"{c['diff']:+.1f}"
+  return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
+
+
+def classes_beyond_noise(entry: dict, reference: dict, n: int, n_ref: int) -> tuple[int, int]:
+  """(better, worse): classes whose IoU differs from the reference's at ALPHA after Holm's
+  correction over the classes present in both (Welch per class)."""
+  pairs = [(a, reference['per_class_iou'][c]) for c, a in entry['per_class_iou'].items()]
+  pairs = [(a, b) for a, b in pairs if a['mean'] is not None and b['mean'] is not None]
+  tests = [_welch(a, b, n, n_ref) for a, b in pairs]
+  adjusted = stats.holm([t['p'] for t in tests])
+  better = sum(bool(p <= ALPHA and t['diff'] > 0) for t, p in zip(tests, adjusted))
+  worse = sum(bool(p <= ALPHA and t['diff'] < 0) for t, p in zip(tests, adjusted))
+  return better, worse
+
+
+def summary(report_json: dict, families: dict[str, list[str]] | None = None) -> str:
+  """Markdown: per family of methods, each method's headline statistics (mean +- std over
+  seeds) and their difference to the reference with a 95% confidence interval; bold where
+  Welch's test is significant at ALPHA after Holm's correction over the family's table (every
+  method x statistic); then the adjusted p-values, and per method the classes better / worse
+  than the reference after Holm over the classes. `families` (title -> labels) defaults to one
+  family of every label."""
   labels, reference = report_json['labels'], report_json['reference']
   ref, n_ref = labels[reference], len(labels[reference]['runs'])
-  lines = ['| method | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
-           ' | classes better / worse than ' + reference + ' (p < 0.05) |',
-           '|---|---|' + '---|' * (len(SUMMARY_STATS) + 1)]
-  for label, entry in labels.items():
-    n = len(entry['runs'])
-    cells = []
-    for key in SUMMARY_STATS:
-      a, b = entry['fairness'][key], ref['fairness'][key]
-      cell = f"{a['mean']:.1f} ± {a['std']:.1f}"
-      if label != reference:
-        p = welch(a, b, n, n_ref)
-        cell += f" ({a['mean'] - b['mean']:+.1f}, p {p:.2f})" if np.isfinite(p) else (
-            f" ({a['mean'] - b['mean']:+.1f})")
-      cells.append(cell)
-    better = worse = 0
-    if label != reference:
-      for c, a in entry['per_class_iou'].items():
-        b = ref['per_class_iou'][c]
-        if a['mean'] is None or b['mean'] is None or not welch(a, b, n, n_ref) < 0.05:
-          continue  # absent class, or no evidence (p >= 0.05, or NaN with one seed)
-        better, worse = better + (a['mean'] > b['mean']), worse + (a['mean'] < b['mean'])
-    lines.append(f'| {label} | {n} | ' + ' | '.join(cells) + ' | ' +
-                 ('' if label == reference else f'{better} / {worse}') + ' |')
-  lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} and '
-            "the two-sided p-value of Welch's t-test over seeds (no correction for the "
-            f'{len(SUMMARY_STATS)} statistics x {len(labels) - 1} methods compared).']
-  return '\n'.join(lines)
+  if families is None:
+    families = {'': [l for l in labels if l != reference]}
+  sections = []
+  for title, members in families.items():
+    members = [m for m in members if m in labels and m != reference]
+    tests = {m: {k: _welch(labels[m]['fairness'][k], ref['fairness'][k],
+                           len(labels[m]['runs']), n_ref) for k in SUMMARY_STATS}
+             for m in members}
+    flat = [(m, k) for m in members for k in SUMMARY_STATS]
+    adjusted = dict(zip(flat, stats.holm([tests[m][k]['p'] for m, k in flat])))
+    tested = sum(np.isfinite(p) for p in adjusted.values())
+    lines = ([f'### {title}', ''] if title else []) + [
+        '| method | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
+        f' | classes better / worse than {reference} |', '|---|---|' +
+        '---|' * (len(SUMMARY_STATS) + 1)]
+    for label in [reference] + members:
+      entry, n = labels[label], len(labels[label]['runs'])
+      cells = []
+      for key in SUMMARY_STATS:
+        cell = f"{entry['fairness'][key]['mean']:.1f} ± {entry['fairness'][key]['std']:.1f}"
+        if label != reference:
+          cell += f' ({_interval(tests[label][key])})'
+          if adjusted[label, key] <= ALPHA:
+            cell = f'**{cell}**'
+        cells.append(cell)
+      counts = '' if label == reference else '{} / {}'.format(
+          *classes_beyond_noise(entry, ref, n, n_ref))
+      lines.append(f'| {label} | {n} | ' + ' | '.join(cells) + f' | {counts} |')
+    lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} '
+              "and its 95% confidence interval (Welch). **Bold**: Welch's two-sided test "
+              f'significant at {ALPHA} after Holm\'s correction over the {tested} comparisons '
+              'of this table (adjusted p-values below). Classes better / worse: per class, '
+              f'Welch against {reference}, Holm over the classes, at {ALPHA}.', '',
+              '| method | ' + ' | '.join(f'p ({v})' for v in SUMMARY_STATS.values()) + ' |',
+              '|---|' + '---|' * len(SUMMARY_STATS)]
+    for label in members:
+      lines.append(f'| {label} | ' + ' | '.join(
+          '-' if not np.isfinite(adjusted[label, k]) else f'{adjusted[label, k]:.3g}'
+          for k in SUMMARY_STATS) + ' |')
+    sections.append('\n'.join(lines))
+  return '\n\n'.join(sections)
 
 
 # The benchmark's profile (docs/synthetic_dataset.md): the figures MCCE must meet on the study
@@ -336,10 +411,12 @@ def main(argv):
   try:
     run_experiment(FLAGS.out, seeds=seeds, steps=steps, quick=FLAGS.quick,
                    data_dir=FLAGS.data_dir, methods=FLAGS.methods, records=FLAGS.records,
-                   sweep_seeds=FLAGS.sweep_seeds)
+                   sweep_seeds=FLAGS.sweep_seeds, train_missing=FLAGS.train,
+                   report_dir=FLAGS.report_dir)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  print(f'Report: {os.path.join(FLAGS.out, "report", "report.md")}')
+  report_dir = FLAGS.report_dir or os.path.join(FLAGS.out, 'report')
+  print(f'Report: {os.path.join(report_dir, "report.md")}')
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@
 Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), groups runs by
 label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),
 and writes report.md, report.csv, report.json, and the figures per_class_iou, fairness,
-confusion and qualitative (validation images where the reference's worst classes appear,
+pareto (mIoU against the reference's worst classes), confusion and qualitative (validation images where the reference's worst classes appear,
 with every label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
 """
 
@@ -346,9 +346,11 @@ def plot_confusion(runs: list[dict], report: dict, out: str):
   plt.close(fig)
 
 
-def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
-  """qualitative.png: image | ground truth | one prediction per label, on validation images
-  where the reference's worst classes appear most."""
+def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
+                     labels: Sequence[str] | None = None):
+  """qualitative.png: image | ground truth | one prediction per label (those of `labels`, in
+  the report's order; default all), on validation images where the reference's worst classes
+  appear most."""
   import jax  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -358,7 +360,8 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
 
   first = {}
   for r in runs:
-    first.setdefault(r['label'], r)
+    if labels is None or r['label'] in labels or r['label'] == report['reference']:
+      first.setdefault(r['label'], r)
   config = first[report['reference']]['config']
   spec = datasets.get_spec(config)
   source = datasets.load_source(config, config.dataset.eval_split)
@@ -406,9 +409,75 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int):
   plt.close(fig)
 
 
+# Marker of each kind of label in the Pareto figure (make_report's `kinds`): colour for the
+# origin, hollow for a label with fewer seeds (a sweep).
+KIND_STYLES = {
+    'paper': {'marker': 'o', 'color': PALETTE[0], 'filled': True},
+    'added': {'marker': 's', 'color': PALETTE[5], 'filled': True},
+    'paper (t sweep)': {'marker': 'o', 'color': PALETTE[0], 'filled': False},
+    'added (t sweep)': {'marker': 's', 'color': PALETTE[5], 'filled': False},
+}
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
+  """Indices of the points no other point matches or beats on both coordinates while beating
+  it on one (higher is better on both), sorted by x."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  front = [i for i in range(x.size)
+           if not np.any((x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i])))]
+  return sorted(front, key=lambda i: (x[i], -y[i]))
+
+
+def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
+  """pareto.png / .pdf: each label's mIoU against its mean IoU over the reference's k worst
+  classes (mean over runs, error bars the std over runs), the labels on the Pareto front
+  (better on both than every other) joined; `kinds` (label -> a KIND_STYLES key) sets markers."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  labels = list(report['labels'])
+  stat = lambda l, k: report['labels'][l]['fairness'][k]  # pylint: disable=unnecessary-lambda-assignment
+  x = np.array([stat(l, 'miou')['mean'] for l in labels])
+  y = np.array([stat(l, 'sorted_bottom')['mean'] for l in labels])
+  fig, ax = plt.subplots(figsize=(9, 6.5))
+  front = pareto_front(x, y)
+  ax.plot(x[front], y[front], color='grey', linewidth=1, linestyle=':', zorder=1,
+          label='Pareto front (means)')
+  reference = labels.index(report['reference'])
+  ax.axvline(x[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
+  ax.axhline(y[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
+  seen = set()
+  for i, label in enumerate(labels):
+    kind = (kinds or {}).get(label, 'paper')
+    style = KIND_STYLES[kind]
+    ax.errorbar(x[i], y[i], xerr=stat(label, 'miou')['std'] or None,
+                yerr=stat(label, 'sorted_bottom')['std'] or None, marker=style['marker'],
+                markersize=6, color=style['color'],
+                markerfacecolor=style['color'] if style['filled'] else 'white',
+                elinewidth=0.8, capsize=2, linestyle='none', zorder=2,
+                label=None if kind in seen else kind)
+    seen.add(kind)
+    ax.annotate(label, (x[i], y[i]), xytext=(5, 3), textcoords='offset points', fontsize=7,
+                fontweight='bold' if i in front else 'normal')
+  k = max(1, round(report['fraction'] * (len(report['class_order']))))
+  ax.set_xlabel('mIoU (%)')
+  ax.set_ylabel(f"mean IoU of {report['reference']}'s {k} worst classes (%)")
+  ax.set_title(f"Tail against mean: each label's mean over runs, bars 1 std over runs; "
+               f"dashed: {report['reference']}", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc='best')
+  fig.tight_layout()
+  _save(fig, out, 'pareto')
+  plt.close(fig)
+
+
 def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
-                labels: Sequence[str] | None = None, qualitative_images: int = 4) -> dict:
-  """Writes every report file into `out`; returns the report dict (as report.json)."""
+                labels: Sequence[str] | None = None, qualitative_images: int = 4,
+                kinds: dict[str, str] | None = None,
+                qualitative_labels: Sequence[str] | None = None) -> dict:
+  """Writes every report file into `out`; returns the report dict (as report.json). `kinds`
+  (label -> a KIND_STYLES key) marks the labels apart in the Pareto figure;
+  `qualitative_labels` limits the qualitative figure's columns (the reference always shown)."""
   loaded = load_runs(runs, labels)
   reference = reference or runs[0]
   if not any(os.path.samefile(r['run'], reference) for r in loaded):
@@ -424,9 +493,10 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
   records.write_json(os.path.join(out, 'report.json'), report)
   write_csv(report, os.path.join(out, 'report.csv'))
   plot_bars(report, out)
+  plot_pareto(report, out, kinds)
   plot_confusion(loaded, report, out)
   if qualitative_images:
-    plot_qualitative(loaded, report, out, qualitative_images)
+    plot_qualitative(loaded, report, out, qualitative_images, qualitative_labels)
   return report
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-
 import pytest
+from scipy import stats as scipy_stats
 
 from conftest import ROOT, subprocess_env
 
@@ -33,8 +33,12 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
     methods_table, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
+  # One family (no sweep with --quick): the statistics table (header, rule, a row per method)
+  # and the adjusted p-values (header, rule, a row per method but the reference).
+  assert methods_table.startswith('### Methods') and '### t sweep' not in methods_table
   assert sum(line.startswith('|') for line in methods_table.splitlines()) == (
-      2 + len(experiment.METHODS))
+      2 + len(experiment.METHODS) + 2 + len(experiment.METHODS) - 1)
+  assert (tmp_path / 'exp' / 'report' / 'pareto.png').stat().st_size > 0
   assert '| mean of the 5 worst classes |' in profile and '| sky |' in profile
   assert 'Benchmark profile of mcce' in first.stdout
   marker = tmp_path / 'exp' / 'tce_t1_s0' / 'eval' / '4.json'
@@ -83,25 +87,38 @@ def _entry(runs, iou, stats):
           'fairness': {k: {'mean': m, 'std': s} for k, (m, s) in stats.items()}}
 
 
-def test_summary_counts_classes_beyond_seed_noise():
+def test_summary_intervals_holm_and_class_counts():
   import experiment  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
   stats = {k: (10.0, 1.0) for k in experiment.SUMMARY_STATS}
   reference = _entry(3, {'a': (10.0, 1.0), 'b': (50.0, 1.0), 'c': (5.0, 2.0),
                          'gone': (None, None)}, stats)
-  # 'a' clearly better, 'b' clearly worse, 'c' inside the noise; mIoU +0.5 within noise.
+  # 'a' clearly better, 'b' clearly worse, 'c' inside the noise; mIoU +0.5 within noise, the
+  # worst class +10 beyond it even after Holm over the 5 statistics.
   method = _entry(3, {'a': (30.0, 1.0), 'b': (20.0, 1.0), 'c': (6.0, 2.0),
-                      'gone': (None, None)}, {**stats, 'miou': (10.5, 1.0)})
+                      'gone': (None, None)}, {**stats, 'miou': (10.5, 1.0), 'worst': (20.0, 1.0)})
   text = experiment.summary({'reference': 'mcce', 'labels': {'mcce': reference,
                                                              'tce': method}})
   rows = [line for line in text.splitlines() if line.startswith('| mcce') or
           line.startswith('| tce')]
-  assert len(rows) == 2
+  assert len(rows) == 3  # reference, method, and the method's adjusted p-values
   assert rows[1].endswith('| 1 / 1 |')
-  # Welch: t = 0.5 / sqrt(2 / 3) = 0.612, df = 4; closed-form t(4) CDF gives p = 0.573.
-  assert '10.5 ± 1.0 (+0.5, p 0.57)' in rows[1]
+  # Welch: se = sqrt(2 / 3), df = 4, t_0.975(4) = 2.776: +0.5 [-1.8, +2.8], p 0.573; Holm over
+  # the 5 statistics: the worst class's p x 5, then 0.573 x 4 -> 1, the ties at p = 1 stay 1.
+  assert '| 10.5 ± 1.0 (+0.5 [-1.8, +2.8]) |' in rows[1]
+  assert '**20.0 ± 1.0 (+10.0 [+7.7, +12.3])**' in rows[1]
+  p_worst = 2 * scipy_stats.t.sf(10 / np.sqrt(2 / 3), 4)
+  assert rows[2] == f'| tce | 1 | 1 | 1 | {min(1, 5 * p_worst):.3g} | 1 |'
   single = experiment.summary({'reference': 'mcce', 'labels': {
       'mcce': _entry(1, {'a': (1.0, 0.0)}, stats), 'tce': _entry(1, {'a': (2.0, 0.0)}, stats)}})
-  assert '(+0.0)' in single and '| 0 / 0 |' in single  # one seed: no p-values, no counts
+  row = next(line for line in single.splitlines() if line.startswith('| tce | 1 |'))
+  assert '(+0.0)' in row and row.endswith('| 0 / 0 |') and '**' not in row
+  assert '| tce | - | - | - | - | - |' in single  # no p-values with one seed
+  families = experiment.summary(
+      {'reference': 'mcce', 'labels': {'mcce': reference, 'tce': method, 'tce_t10': method}},
+      {'Methods': ['tce'], 't sweep': ['tce_t10']})
+  main, sweep = families.split('### t sweep')
+  assert main.startswith('### Methods') and 'tce_t10' not in main and '| tce |' in main
+  assert '| tce_t10 |' in sweep and '| tce |' not in sweep
 
 
 def test_benchmark_profile_figures(tmp_path):

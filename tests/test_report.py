@@ -74,9 +74,10 @@ def test_report_renders_every_file(runs, tmp_path):
   assert result['reference'] == 'mcce'
   assert result['labels']['mcce']['runs'] == [runs['mcce_s0'], runs['mcce_s1']]
   for name in ('report.md', 'report.csv', 'report.json', 'per_class_iou.png', 'fairness.png',
-               'qualitative.png', 'confusion.png', 'confusion.pdf'):
+               'qualitative.png', 'confusion.png', 'confusion.pdf', 'pareto.png', 'pareto.pdf'):
     assert (out / name).stat().st_size > 0, name
-  for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png', 'confusion.png'):
+  for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png', 'confusion.png',
+               'pareto.png'):
     with Image.open(out / name) as image:
       assert image.width >= 400 and image.height >= 300, (name, image.size)
       assert np.asarray(image.convert('L')).std() > 5, f'{name} looks blank'
@@ -88,6 +89,12 @@ def test_report_renders_every_file(runs, tmp_path):
   order = result['class_order']
   ious = [result['labels']['mcce']['per_class_iou'][c]['mean'] for c in order]
   assert ious == sorted(ious)  # sorted by the reference (the mcce mean), worst first
+  # Fewer qualitative columns on request: image, ground truth and the reference only.
+  report.make_report([runs['mcce_s0'], runs['tce']], str(tmp_path / 'few'),
+                     reference=runs['mcce_s0'], qualitative_images=2, qualitative_labels=[])
+  with Image.open(out / 'qualitative.png') as full, Image.open(
+      tmp_path / 'few' / 'qualitative.png') as few:
+    assert few.width == pytest.approx(full.width * 3 / 4, rel=0.05)
 
 
 def test_report_rejects_bad_arguments(runs, tmp_path):
@@ -136,3 +143,17 @@ def test_bold_follows_the_printed_values():
   assert rows['a'] == '| a | 0.0 | 0.0 |'
   assert rows['b'] == '| b | 5.0 | 5.0 |'
   assert rows['c'] == '| c | **7.3** | 7.2 |'
+
+
+def test_pareto_front_by_brute_force():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    x, y = rng.integers(0, 5, (2, 12)).astype(float)  # many ties
+    front = report.pareto_front(x, y)
+    for i in range(12):
+      beaten = any(x[j] >= x[i] and y[j] >= y[i] and (x[j], y[j]) != (x[i], y[i])
+                   for j in range(12))
+      assert (i in front) == (not beaten)
+    assert [x[i] for i in front] == sorted(x[i] for i in front)
+  assert report.pareto_front([1, 2, 3], [3, 2, 1]) == [0, 1, 2]
+  assert report.pareto_front([1, 2, 3], [1, 2, 3]) == [2]

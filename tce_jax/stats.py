@@ -1,0 +1,63 @@
+"""Is a difference between two methods beyond seed noise? Statistics over seeds.
+
+Each seed is an independent training run, so a method's runs are a sample of its outcome; two
+methods' samples may have different variances (a tilted method can be noisier than MCCE). The
+difference of means is therefore tested with Welch's t-test, and its confidence interval uses
+the same Welch-Satterthwaite degrees of freedom. A study compares many methods on many
+statistics at once; Holm's step-down procedure corrects a family of p-values so that the
+chance of any false "significant" in the family stays below the level (no independence
+assumed), and it rejects everything Bonferroni rejects, and often more.
+
+Everything here takes summary numbers (mean, sample std with ddof 1, number of runs), which
+is what the report keeps per method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+def welch(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int,
+          confidence: float = 0.95) -> dict[str, float]:
+  """Welch's comparison of A against B from means and sample stds.
+
+  Returns diff = mean_a - mean_b, its `confidence` interval (low, high), the two-sided
+  p-value and the degrees of freedom. Below 2 runs on either side there is no estimate of the
+  noise: p, low, high and df are NaN. With no spread in either sample (std 0 and 0) the
+  difference is exact: p is 0 when the means differ and 1 when they are equal, the interval
+  is the point."""
+  diff = float(mean_a - mean_b)
+  nan = float('nan')
+  if min(n_a, n_b) < 2:
+    return {'diff': diff, 'low': nan, 'high': nan, 'p': nan, 'df': nan}
+  var_a, var_b = std_a ** 2 / n_a, std_b ** 2 / n_b
+  if var_a + var_b == 0:
+    return {'diff': diff, 'low': diff, 'high': diff, 'p': float(diff == 0), 'df': nan}
+  se = math.sqrt(var_a + var_b)
+  df = (var_a + var_b) ** 2 / (var_a ** 2 / (n_a - 1) + var_b ** 2 / (n_b - 1))
+  p = 2 * float(scipy_stats.t.sf(abs(diff) / se, df))
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
+  return {'diff': diff, 'low': diff - half, 'high': diff + half, 'p': p, 'df': df}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+  """Holm-adjusted p-values, in the input's order: the i-th smallest of the m finite p-values
+  becomes max over j <= i of min(1, (m - j + 1) p_(j)). A comparison is significant at level
+  alpha after the correction exactly when its adjusted p-value is <= alpha. NaN entries (no
+  test possible) stay NaN and do not count in m."""
+  p = np.asarray(p_values, np.float64)
+  if p.ndim != 1:
+    raise ValueError(f'p_values must be one-dimensional, got shape {p.shape}')
+  if np.any((p < 0) | (p > 1)):
+    raise ValueError(f'p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)]}')
+  adjusted = np.full_like(p, np.nan)
+  finite = np.flatnonzero(np.isfinite(p))
+  m = finite.size
+  order = finite[np.argsort(p[finite], kind='stable')]
+  scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+  adjusted[order] = np.maximum.accumulate(scaled)
+  return adjusted

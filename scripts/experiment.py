@@ -238,7 +238,8 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
         sources.append(source)
       progress.update(steps)
   if missing:
-    print(f'Not finished, left out of the report ({len(missing)}): {", ".join(missing)}')
+    listed = missing if len(missing) <= 6 else missing[:5] + ['...', missing[-1]]
+    print(f'Not finished, left out of the report: {len(missing)} runs ({", ".join(listed)})')
   if not done or done[0][0] != methods[0]:
     raise ValueError(f'No finished run of the reference method {methods[0]}: nothing to report')
   report_dir = report_dir or os.path.join(out, 'report')

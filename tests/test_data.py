@@ -47,7 +47,7 @@ def test_synthetic_scaled_profiles_keep_the_long_tail_and_are_deterministic(prof
   share = pixels[:k] / pixels[:k].sum()
   names = list(CITYSCAPES_CLASSES)
   # The rarest classes: in 'v3' trains and motorcycles; bicycles and riders are as common as
-  # in Cityscapes' tail there (riders in ~7% of the images), still under 0.2% of the pixels.
+  # in Cityscapes' tail there (riders in ~8% of the images), still under 0.2% of the pixels.
   rarest = ('train', 'motorcycle') if profile == 'v3' else ('train', 'motorcycle', 'bicycle',
                                                             'rider')
   for rare in rarest:

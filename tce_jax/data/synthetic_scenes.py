@@ -21,7 +21,7 @@ from tce_jax.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 P_WALL, P_FENCE, P_TRUCK, P_BUS, P_TRAIN = 0.25, 0.2, 0.1, 0.08, 0.02
 P_BICYCLE, P_MOTORCYCLE = 0.04, 0.025
 P_RIDER_ON_BICYCLE, P_RIDER_ON_MOTORCYCLE = 0.5, 0.8
-P_RIDER_ON_BICYCLE_V3 = 0.7  # riders in ~7% of the 'v3' scenes, as common as in Cityscapes' tail
+P_RIDER_ON_BICYCLE_V3 = 0.7  # riders in ~8% of the 'v3' images (docs), as in Cityscapes' tail
 P_LIGHT_ON_POLE, P_SIGN_ON_POLE = 0.15, 0.35
 P_EGO_HOOD = 0.5
 SKIN = (210, 170, 140)

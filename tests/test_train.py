@@ -1,5 +1,6 @@
 """The train step, config validation, and resuming, on tiny models and data."""
 
+import functools
 import json
 import os
 
@@ -87,8 +88,9 @@ def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling)
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:2]):
     mesh = train.make_mesh(devices)
-    state = jax.jit(lambda: train.create_train_state(config, model, tx, sampler),
-                    out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))()
+    state = train.initial_train_state(
+        config, model, tx, sampler,
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step = train.make_train_step(config, model, tx, train.make_loss_fn(config, weights),
                                  sampler, mesh)
     for batch in batches:
@@ -142,7 +144,8 @@ def test_training_reduces_the_loss(make_tiny_config):
   tx = train.create_optimizer(config)
   mesh = train.make_mesh()
   sampler = sampling_lib.create_sampler(config, num_classes=19)
-  state = jax.jit(lambda: train.create_train_state(config, model, tx, sampler))()
+  state = train.initial_train_state(config, model, tx, sampler,
+                                    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None), sampler,
                                mesh)
   losses = []
@@ -205,7 +208,8 @@ def test_frozen_batchnorm_keeps_running_statistics(make_tiny_config):
   model = models.create_model(config, 19, train=True, axis_name=train.AXIS)
   tx = train.create_optimizer(config)
   sampler = sampling_lib.create_sampler(config, num_classes=19)
-  state = jax.jit(lambda: train.create_train_state(config, model, tx, sampler))()
+  state = train.initial_train_state(config, model, tx, sampler,
+                                    jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   before = jax.device_get(state.batch_stats)
   step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None), sampler,
                                train.make_mesh())
@@ -227,3 +231,23 @@ def test_tilt_warmup_ramps_t_from_zero(make_tiny_config):
                              losses.tilted_image_loss(logits, labels, 1.0), rtol=1e-6)
   np.testing.assert_allclose(loss_fn(logits, labels, 50, None),
                              losses.tilted_image_loss(logits, labels, 2.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize('overrides', [
+    {'loss.name': 'tce_class', 'sampling.name': 'tce', 'train.optimizer': 'adamw'},
+    {'model.name': 'upernet', 'model.backbone': 'resnet50', 'model.output_stride': 32,
+     'model.upernet_channels': 16, 'model.aux_channels': 8, 'sampling.name': 'rcs',
+     'train.optimizer': 'sgd'},
+])
+def test_initial_state_at_optimisation_level_2_is_bit_identical(make_tiny_config, overrides):
+  """initial_train_state compiles at XLA level 2 for speed: the same state, bit for bit, as the
+  default compilation (threefry draws, the truncated normals, the sampler's first draws)."""
+  experiment = train.build_experiment(make_tiny_config(overrides))
+  fast = jax.device_get(experiment.initial_state())
+  default = jax.device_get(jax.jit(functools.partial(
+      train.create_train_state, experiment.config, experiment.model, experiment.tx,
+      experiment.sampler))())
+  leaves = jax.tree_util.tree_leaves_with_path(default)
+  assert len(leaves) == len(jax.tree.leaves(fast)) > 50
+  for (path, a), b in zip(leaves, jax.tree.leaves(fast)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))

@@ -12,20 +12,20 @@ class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer);
 without alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss; and the t
 sweep (`SWEEP`, `--sweep_seeds` seeds each). Runs go seed by seed (every method's seed 0
 first). Each run lives in OUT/<method>_s<seed>; finished runs are skipped and interrupted
-ones resume from their checkpoints, so the command can be started again after any interruption. With `--records`,
-each finished run's config.json and eval/*.json (a few KB) are copied to
-RECORDS/<method>_s<seed>/ as it finishes, and a run found there counts as finished (its
-recorded config must train what this version would), so a study committed run by run resumes
-on any machine, and its report rebuilds from the records alone. Every run trains the benchmark
-of configs/synthetic_mcce.py (docs/synthetic_dataset.md) for its train.num_steps unless
-`--steps` says otherwise. At the end it
-writes the report (MCCE as the reference) into `--report_dir` (default OUT/report; with
-`--notrain` only the finished or recorded runs are reported, nothing is trained): the report
-of tce_jax.report with its Pareto figure, and summary.md: per family (the 5-seed methods, the
-t sweep) each method's headline statistics (mean +- std over seeds) with the difference to
-MCCE and its 95% confidence interval, Welch's test with Holm's correction over the family's
-table, and the classes better / worse than MCCE after Holm over the classes. `--quick` is a
-smoke version (tiny model and data, 1 seed, a few steps) for the tests.
+ones resume from their checkpoints, so the command can be started again after any
+interruption. With `--records`, each finished run's config.json and eval/*.json (a few KB)
+are copied to RECORDS/<method>_s<seed>/ as it finishes, and a run found there counts as
+finished (its recorded config must train what this version would), so a study committed run
+by run resumes on any machine, and its report rebuilds from the records alone. Every run
+trains the benchmark of configs/synthetic_mcce.py (docs/synthetic_dataset.md) for its
+train.num_steps unless `--steps` says otherwise. At the end it writes the report (MCCE as
+the reference) into `--report_dir` (default OUT/report; with `--notrain` only the finished or
+recorded runs are reported, nothing is trained): the report of tce_jax.report with its Pareto
+figure, and summary.md: per family (the 5-seed methods, the t sweep) each method's headline
+statistics (mean +- std over seeds) with the difference to MCCE and its 95% confidence
+interval, Welch's test with Holm's correction over the family's table, and the classes better
+/ worse than MCCE after Holm over the classes. `--quick` is a smoke version (tiny model and
+data, 1 seed, a few steps) for the tests.
 """
 
 import glob

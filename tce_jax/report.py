@@ -5,8 +5,9 @@
 Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), groups runs by
 label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),
 and writes report.md, report.csv, report.json, and the figures per_class_iou, fairness,
-pareto (mIoU against the reference's worst classes), confusion and qualitative (validation images where the reference's worst classes appear,
-with every label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
+pareto (mIoU against the reference's worst classes), confusion and qualitative (validation
+images where the reference's worst classes appear, with every label's prediction), each as
+.png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
 """
 
 from __future__ import annotations
@@ -436,7 +437,10 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = list(report['labels'])
-  stat = lambda l, k: report['labels'][l]['fairness'][k]  # pylint: disable=unnecessary-lambda-assignment
+
+  def stat(label: str, key: str) -> dict:
+    return report['labels'][label]['fairness'][key]
+
   x = np.array([stat(l, 'miou')['mean'] for l in labels])
   y = np.array([stat(l, 'sorted_bottom')['mean'] for l in labels])
   fig, ax = plt.subplots(figsize=(9, 6.5))
@@ -460,6 +464,7 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
     ax.annotate(label, (x[i], y[i]), xytext=(5, 3), textcoords='offset points', fontsize=7,
                 fontweight='bold' if i in front else 'normal')
   k = max(1, round(report['fraction'] * (len(report['class_order']))))
+  ax.margins(x=0.08, y=0.06)  # room for the labels of the outermost points
   ax.set_xlabel('mIoU (%)')
   ax.set_ylabel(f"mean IoU of {report['reference']}'s {k} worst classes (%)")
   ax.set_title(f"Tail against mean: each label's mean over runs, bars 1 std over runs; "

@@ -165,3 +165,24 @@ def test_study_runs_go_seed_by_seed_with_fewer_sweep_seeds():
     base = experiment.ALL_METHODS[method.rsplit('_t', 1)[0] + '_t1']
     assert {k: v for k, v in overrides.items() if k != 'tce.t'} == {
         k: v for k, v in base.items() if k != 'tce.t'}
+
+
+def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, capsys):
+  """--notrain: the committed records of the study (MCCE seeds 0-1, Focal seed 0) are
+  reported, Focal seed 1 (not recorded) is left out and named, and nothing trains."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import experiment  # pylint: disable=g-import-not-at-top
+  records = tmp_path / 'records'
+  for run in ('mcce_s0', 'mcce_s1', 'focal_s0'):
+    shutil.copytree(os.path.join(ROOT, 'docs', 'results', 'runs', run), records / run)
+  result = experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
+                                     records=str(records), train_missing=False,
+                                     report_dir=str(tmp_path / 'report'))
+  assert 'Not finished, left out of the report: 1 runs (focal_s1)' in capsys.readouterr().out
+  assert [len(result['labels'][m]['runs']) for m in ('mcce', 'focal')] == [2, 1]
+  assert not (tmp_path / 'out' / 'focal_s1').exists()  # nothing trained
+  for name in ('summary.md', 'pareto.png', 'per_class_iou.png', 'report.json'):
+    assert (tmp_path / 'report' / name).stat().st_size > 0
+  with pytest.raises(ValueError, match='No finished run of the reference method focal'):
+    experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['focal', 'mcce'],
+                              records=str(tmp_path / 'empty'), train_missing=False)

@@ -27,6 +27,11 @@ def _mask(iou: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
   return mask
 
 
+def num_sorted(num_classes: int, fraction: float) -> int:
+  """k of the sorted statistics: round(fraction * K) classes, at least 1."""
+  return max(1, round(fraction * num_classes))
+
+
 def fairness_stats(iou: Sequence[float], reference_iou: Sequence[float] | None = None,
                    fraction: float = 0.25) -> dict[str, float]:
   """The paper's fairness criteria of one model, relative to a reference model's IoUs.
@@ -47,7 +52,7 @@ def fairness_stats(iou: Sequence[float], reference_iou: Sequence[float] | None =
   mask = _mask(iou, reference)
   values, ref = iou[mask], reference[mask]
   num_classes = values.size
-  k = max(1, round(fraction * num_classes))
+  k = num_sorted(num_classes, fraction)
   order = np.argsort(ref, kind='stable')
   p = float(np.quantile(values, fraction))
   q = float(np.quantile(values, 1 - fraction))

@@ -463,7 +463,7 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
     seen.add(kind)
     ax.annotate(label, (x[i], y[i]), xytext=(5, 3), textcoords='offset points', fontsize=7,
                 fontweight='bold' if i in front else 'normal')
-  k = max(1, round(report['fraction'] * (len(report['class_order']))))
+  k = fairness.num_sorted(len(report['class_order']), report['fraction'])
   ax.margins(x=0.08, y=0.06)  # room for the labels of the outermost points
   ax.set_xlabel('mIoU (%)')
   ax.set_ylabel(f"mean IoU of {report['reference']}'s {k} worst classes (%)")

@@ -39,10 +39,12 @@ import jax
 import numpy as np
 import tqdm
 
+from tce_jax import evaluate
 from tce_jax import report
 from tce_jax import stats
 from tce_jax import train
 from tce_jax import workdir as workdir_lib
+from tce_jax.data import datasets
 from tce_jax.configs import synthetic_mcce
 from tce_jax.configs import synthetic_rcs
 from tce_jax.configs import tiny
@@ -128,6 +130,17 @@ PAPER_METHODS = ('mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1', 'tce_image_t1
 QUALITATIVE_METHODS = ('mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1', 'tce_image_t1',
                        'tce_class_t1', 'tce_signal_class_crop_t1', 'tce_size_prior_t1', 'rcs',
                        'ce_sqrt_inv_freq', 'ohem', 'recall')
+# Its images and runs (added 2026-11-28, after 10 of the study's runs: the figure must rebuild
+# from the committed records, and checkpoints are not committed). Each of those methods' run
+# with seed QUALITATIVE_SEED stores its predictions of the QUALITATIVE_IMAGES validation images
+# where QUALITATIVE_CLASSES appear most, with its record (RECORDS/<run>/qualitative/).
+# The classes: MCCE's three worst in its three calibration runs (seeds 0-2, finished before
+# every other run of the study). Seed 1: the seed-0 runs recorded before this lost their
+# checkpoints with the machine they trained on; a recorded run of the figure without
+# predictions is trained again (same config and seed) and compared with its record.
+QUALITATIVE_SEED = 1
+QUALITATIVE_CLASSES = ('rider', 'motorcycle', 'fence')
+QUALITATIVE_IMAGES = 4
 
 
 def method_kind(method: str) -> str:
@@ -184,7 +197,48 @@ def record_run(workdir: str, records: str) -> str:
   shutil.copy2(os.path.join(workdir, 'config.json'), target)
   for path in sorted(glob.glob(os.path.join(workdir, 'eval', '*.json'))):
     shutil.copy2(path, os.path.join(target, 'eval'))
+  copy_predictions(workdir, target)
   return target
+
+
+def copy_predictions(workdir: str, target: str) -> None:
+  """Copies the run's stored qualitative predictions (if any) to TARGET/qualitative/."""
+  paths = sorted(glob.glob(os.path.join(workdir, report.QUALITATIVE_DIR, '*.png')))
+  if paths:
+    os.makedirs(os.path.join(target, report.QUALITATIVE_DIR), exist_ok=True)
+  for path in paths:
+    shutil.copy2(path, os.path.join(target, report.QUALITATIVE_DIR))
+
+
+def qualitative_images(config) -> list[int]:
+  """The validation images of the qualitative figure: where QUALITATIVE_CLASSES appear most."""
+  names = list(datasets.get_spec(config).class_names)
+  source = datasets.load_source(config, config.dataset.eval_split)
+  return report.qualitative_indices(source, [names.index(c) for c in QUALITATIVE_CLASSES],
+                                    QUALITATIVE_IMAGES)
+
+
+def store_predictions(workdir: str, indices: list[int]) -> None:
+  """Predicts the validation images `indices` with the run's latest checkpoint and stores the
+  label maps in WORKDIR/qualitative/ (report.write_predictions)."""
+  config = workdir_lib.load_run_config(workdir)
+  source = datasets.load_source(config, config.dataset.eval_split)
+  predictions = evaluate.predict_labels(config, workdir, [source[i]['image'] for i in indices])
+  report.write_predictions(workdir, indices, predictions, datasets.get_spec(config).palette)
+
+
+def compare_with_record(workdir: str, record: str, steps: int) -> bool:
+  """Whether a run trained again reproduced its record's evaluation exactly; prints which."""
+  with open(os.path.join(workdir, 'eval', f'{steps}.json')) as f:
+    again = json.load(f)
+  with open(os.path.join(record, 'eval', f'{steps}.json')) as f:
+    recorded = json.load(f)
+  same = again == recorded
+  print(f'{os.path.basename(os.path.normpath(record))} trained again: its evaluation '
+        + ('equals the record exactly' if same else
+           f'differs from the record (mIoU {again["miou"]:.4f} vs {recorded["miou"]:.4f}); the '
+           'record stays the study\'s number'))
+  return same
 
 
 def check_record(record: str, config) -> None:
@@ -214,6 +268,22 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
     steps = synthetic_mcce.get_config().train.num_steps
   runs = study_runs(methods, seeds, sweep_seeds)
   use_compilation_cache(os.path.join(out, 'xla_cache'))
+  qualitative_seed = min(QUALITATIVE_SEED, seeds - 1)
+  indices = []  # the qualitative figure's images, found when first needed
+
+  def figure_images() -> list[int]:
+    if not indices:
+      indices.extend(qualitative_images(run_config(methods[0], 0, steps=steps, quick=quick,
+                                                   data_dir=data_dir)))
+    return indices
+
+  def has_predictions(run: str) -> bool:
+    return (os.path.isdir(os.path.join(run, report.QUALITATIVE_DIR)) and
+            report.read_predictions(run, figure_images()) is not None)
+
+  def showable(run: str) -> bool:
+    return os.path.isdir(os.path.join(run, 'checkpoints')) or has_predictions(run)
+
   done, sources = [], []  # finished runs, and the folder each one's records are read from
   missing = []
   with tqdm.tqdm(total=len(runs) * steps, desc='experiment', unit='step') as progress:
@@ -221,15 +291,25 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
       config = run_config(method, seed, steps=steps, quick=quick, data_dir=data_dir)
       workdir = os.path.join(out, f'{method}_s{seed}')
       record = records and os.path.join(records, f'{method}_s{seed}')
-      if record and not finished(workdir, steps) and finished(record, steps):
+      recorded = bool(record) and finished(record, steps)
+      if recorded:
         check_record(record, config)
+      shown = method in QUALITATIVE_METHODS and seed == qualitative_seed
+      # A recorded run of the qualitative figure without its predictions trains again.
+      retrain = train_missing and shown and recorded and not has_predictions(record)
+      if recorded and not finished(workdir, steps) and not retrain:
         source = record
       elif finished(workdir, steps) or train_missing:
         if not finished(workdir, steps):
           train.train_and_evaluate(config, workdir)
-        if records:
+        if shown and not has_predictions(workdir):
+          store_predictions(workdir, figure_images())
+        if recorded:  # the record keeps its evaluation; it gains the predictions
+          compare_with_record(workdir, record, steps)
+          copy_predictions(workdir, record)
+        elif records:
           record_run(workdir, records)
-        source = workdir
+        source = record if recorded else workdir
       else:
         missing.append(f'{method}_s{seed}')
         source = None
@@ -243,20 +323,34 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
   if not done or done[0][0] != methods[0]:
     raise ValueError(f'No finished run of the reference method {methods[0]}: nothing to report')
   report_dir = report_dir or os.path.join(out, 'report')
-  # The qualitative figure predicts with each method's first run: it needs its checkpoints.
+  # The qualitative figure: the seed-QUALITATIVE_SEED run of each of its methods that has
+  # stored predictions (or checkpoints to predict with).
+  figure_runs = {m: s for (m, sd), s in zip(done, sources)
+                 if m in QUALITATIVE_METHODS and sd == qualitative_seed}
+  shown_runs = {m: s for m, s in figure_runs.items() if showable(s)}
+  absent = [m for m in QUALITATIVE_METHODS if m in methods and m not in shown_runs]
+  if methods[0] not in shown_runs:
+    print('No qualitative figure: the reference has no finished seed-'
+          f'{qualitative_seed} run with stored predictions or checkpoints.')
+  elif absent:
+    print(f'Left out of the qualitative figure (no finished seed-{qualitative_seed} run with '
+          f'stored predictions or checkpoints): {", ".join(absent)}')
+  # Labelled by method, not by the recorded config.name (a harmless field a record may hold
+  # another value of, e.g. a calibration run reused as a study run).
   first = {}
   for (method, _), source in zip(done, sources):
     first.setdefault(method, source)
-  can_predict = all(os.path.isdir(os.path.join(s, 'checkpoints')) for s in first.values())
-  if not quick and not can_predict:
-    print('No qualitative figure: some methods have only records here (no checkpoints).')
-  # Labelled by method, not by the recorded config.name (a harmless field a record may hold
-  # another value of, e.g. a calibration run reused as a study run).
-  result = report.make_report(sources, report_dir, reference=sources[0],
-                              labels=[m for m, _ in done],
-                              qualitative_images=4 if can_predict and not quick else 0,
-                              kinds={m: method_kind(m) for m in first},
-                              qualitative_labels=None if quick else QUALITATIVE_METHODS)
+  result = report.make_report(
+      sources, report_dir, reference=sources[0], labels=[m for m, _ in done],
+      qualitative_images=QUALITATIVE_IMAGES if methods[0] in shown_runs else 0,
+      kinds={m: method_kind(m) for m in first}, qualitative_labels=list(shown_runs),
+      qualitative_indices=figure_images() if methods[0] in shown_runs else None,
+      qualitative_runs=list(shown_runs.values()),
+      qualitative_dataset=run_config(methods[0], 0, steps=steps, quick=quick,
+                                     data_dir=data_dir).dataset,
+      qualitative_title=(f'Validation images where {", ".join(QUALITATIVE_CLASSES)} (MCCE\'s '
+                         f'worst classes in its calibration runs) appear most; seed '
+                         f'{qualitative_seed} of each method'))
   families = {'Methods': [m for m in first if m in METHODS],
               't sweep': [m for m in first if m in SWEEP]}
   reference_runs = [w for (m, _), w in zip(done, sources) if m == methods[0]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -21,6 +22,7 @@ from clu import metric_writers
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
+import numpy as np
 
 from tce_jax import checkpoints
 from tce_jax import cli
@@ -75,6 +77,19 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = 
     step = manager.latest_step() if step is None else step  # None: restore says none exists
     variables = checkpoints.restore(manager, step, target, partial=True)
   return variables, step
+
+
+def predict_labels(config: ml_collections.ConfigDict, workdir: str,
+                   images: Sequence[np.ndarray], step: int | None = None) -> list[np.ndarray]:
+  """The label map (uint8 class ids [H, W]) the run's checkpoint `step` (None: the latest)
+  predicts for each image [H, W, 3]: one pass at full resolution, scale 1, no flip, at the
+  config's evaluation output stride. What the report's qualitative figure shows."""
+  variables, _ = restore(config, workdir, step)
+  model = models.create_model(config, datasets.get_spec(config).num_classes, train=False,
+                              output_stride=config.model.eval_output_stride)
+  labels = jax.jit(lambda v, x: jax.numpy.argmax(evaluator_lib.predict(model, v, x), -1))
+  return [np.asarray(jax.device_get(labels(variables, np.asarray(image)[None])[0]), np.uint8)
+          for image in images]
 
 
 def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = None,

@@ -347,39 +347,100 @@ def plot_confusion(runs: list[dict], report: dict, out: str):
   plt.close(fig)
 
 
+# A run's stored qualitative predictions: RUN/qualitative/<validation index>.png, the
+# predicted class ids as a palette PNG (viewable as it is; exact on reading). A run that has
+# them needs no checkpoint for the qualitative figure, so a study's committed records rebuild it.
+QUALITATIVE_DIR = 'qualitative'
+
+
+def qualitative_indices(source, class_ids: Sequence[int], num_images: int) -> list[int]:
+  """The `num_images` validation images with the most pixels of `class_ids` (ties: the lower
+  index); the first images where none has any."""
+  scores = np.array([np.isin(source[i]['label'], class_ids).sum() for i in range(len(source))])
+  chosen = [int(i) for i in np.argsort(-scores, kind='stable')[:num_images] if scores[i] > 0]
+  return chosen or list(range(min(num_images, len(source))))
+
+
+def write_predictions(run: str, indices: Sequence[int], predictions: Sequence[np.ndarray],
+                      palette: np.ndarray) -> None:
+  """Stores each predicted label map as RUN/qualitative/<index>.png (written to a temporary
+  name first: a file there is always whole)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(run, QUALITATIVE_DIR)
+  os.makedirs(directory, exist_ok=True)
+  flat = np.zeros((256, 3), np.uint8)
+  flat[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+  for index, prediction in zip(indices, predictions, strict=True):
+    image = Image.fromarray(np.asarray(prediction, np.uint8), mode='P')
+    image.putpalette(flat.ravel().tolist())
+    path = os.path.join(directory, f'{index}.png')
+    image.save(path + '.tmp', format='PNG')
+    os.replace(path + '.tmp', path)
+
+
+def read_predictions(run: str, indices: Sequence[int]) -> list[np.ndarray] | None:
+  """The stored predictions of `indices` (uint8 class ids), or None if any is missing."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  paths = [os.path.join(run, QUALITATIVE_DIR, f'{i}.png') for i in indices]
+  if not all(os.path.exists(p) for p in paths):
+    return None
+  loaded = []
+  for path in paths:
+    with Image.open(path) as image:
+      if image.mode != 'P':
+        raise ValueError(f'{path}: a stored prediction must be a palette PNG of class ids, '
+                         f'not mode {image.mode}')
+      loaded.append(np.asarray(image, np.uint8))
+  return loaded
+
+
 def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
-                     labels: Sequence[str] | None = None):
+                     labels: Sequence[str] | None = None,
+                     indices: Sequence[int] | None = None,
+                     qualitative_runs: Sequence[str] | None = None, title: str | None = None,
+                     dataset=None):
   """qualitative.png: image | ground truth | one prediction per label (those of `labels`, in
-  the report's order; default all), on validation images where the reference's worst classes
-  appear most."""
-  import jax  # pylint: disable=g-import-not-at-top
+  the report's order; default all), on the validation images `indices` (default: the
+  `num_images` where the reference's worst three classes appear most). Each label shows its
+  run in `qualitative_runs` (default: its first run); a run's stored predictions
+  (RUN/qualitative/) are used where they cover the images, else its checkpoint predicts.
+  `title` replaces the figure's default title (which names the reference's worst classes);
+  `dataset` (a config.dataset) the reference run's dataset config, e.g. to read the images from
+  this machine's data_dir rather than the recorded one."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from tce_jax import evaluate, evaluator, models  # pylint: disable=g-import-not-at-top
+  from tce_jax import evaluate  # pylint: disable=g-import-not-at-top
   from tce_jax.data import classes as classes_lib, datasets  # pylint: disable=g-import-not-at-top
 
   first = {}
+  shown_runs = None if qualitative_runs is None else {os.path.abspath(r)
+                                                      for r in qualitative_runs}
   for r in runs:
+    if shown_runs is not None and os.path.abspath(r['run']) not in shown_runs:
+      continue
     if labels is None or r['label'] in labels or r['label'] == report['reference']:
       first.setdefault(r['label'], r)
+  if report['reference'] not in first:
+    raise ValueError('The qualitative figure needs a run of the reference '
+                     f'{report["reference"]!r} among qualitative_runs')
   config = first[report['reference']]['config']
+  if dataset is not None:
+    config = config.copy_and_resolve_references()
+    config.dataset = dataset
   spec = datasets.get_spec(config)
   source = datasets.load_source(config, config.dataset.eval_split)
   names = list(spec.class_names)
-  worst = [names.index(c) for c in report['class_order'][:3]]
-  scores = np.array([np.isin(source[i]['label'], worst).sum() for i in range(len(source))])
-  chosen = [int(i) for i in np.argsort(-scores, kind='stable')[:num_images] if scores[i] > 0]
-  if not chosen:
-    chosen = list(range(min(num_images, len(source))))
+  if indices is None:
+    indices = qualitative_indices(source, [names.index(c) for c in report['class_order'][:3]],
+                                  num_images)
+  chosen = [int(i) for i in indices]
   examples = [source[i] for i in chosen]
   predictions = {}
   for label, r in first.items():
-    variables, _ = evaluate.restore(r['config'], r['run'])
-    model = models.create_model(r['config'], spec.num_classes, train=False,
-                                output_stride=r['config'].model.eval_output_stride)
-    predictions[label] = [np.asarray(jax.device_get(jax.numpy.argmax(evaluator.predict(
-        model, variables, e['image'][None]), -1)[0])).astype(np.uint8) for e in examples]
+    stored = read_predictions(r['run'], chosen)
+    predictions[label] = stored if stored is not None else evaluate.predict_labels(
+        r['config'], r['run'], [e['image'] for e in examples])
   columns = ['image', 'ground truth'] + list(predictions)
   fig, axes = plt.subplots(len(examples), len(columns),
                            figsize=(2.6 * len(columns), 1.6 * len(examples) + 0.6),
@@ -394,7 +455,7 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
       if row == 0:
         axes[row, col].set_title(columns[col], fontsize=9)
     axes[row, 0].set_ylabel(f'#{chosen[row]}', fontsize=8)
-  fig.suptitle('Validation images where the reference\'s worst classes (' +
+  fig.suptitle(title or 'Validation images where the reference\'s worst classes (' +
                ', '.join(report['class_order'][:3]) + ') appear most', fontsize=10)
   from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
   shown = sorted(set(np.concatenate([np.unique(e['label']) for e in examples] +
@@ -479,10 +540,16 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
 def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
                 labels: Sequence[str] | None = None, qualitative_images: int = 4,
                 kinds: dict[str, str] | None = None,
-                qualitative_labels: Sequence[str] | None = None) -> dict:
+                qualitative_labels: Sequence[str] | None = None,
+                qualitative_indices: Sequence[int] | None = None,
+                qualitative_runs: Sequence[str] | None = None,
+                qualitative_title: str | None = None, qualitative_dataset=None) -> dict:
   """Writes every report file into `out`; returns the report dict (as report.json). `kinds`
-  (label -> a KIND_STYLES key) marks the labels apart in the Pareto figure;
-  `qualitative_labels` limits the qualitative figure's columns (the reference always shown)."""
+  (label -> a KIND_STYLES key) marks the labels apart in the Pareto figure. The qualitative
+  figure (`qualitative_images` > 0): `qualitative_labels` limits its columns (the reference
+  always shown), `qualitative_indices` fixes its validation images, `qualitative_runs` the run
+  each label shows, `qualitative_title` its title, `qualitative_dataset` where its images are
+  read from (plot_qualitative)."""
   loaded = load_runs(runs, labels)
   reference = reference or runs[0]
   if not any(os.path.samefile(r['run'], reference) for r in loaded):
@@ -501,7 +568,9 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
   plot_pareto(report, out, kinds)
   plot_confusion(loaded, report, out)
   if qualitative_images:
-    plot_qualitative(loaded, report, out, qualitative_images, qualitative_labels)
+    plot_qualitative(loaded, report, out, qualitative_images, qualitative_labels,
+                     qualitative_indices, qualitative_runs, qualitative_title,
+                     qualitative_dataset)
   return report
 
 

@@ -3,6 +3,7 @@ second start skips the finished runs."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -48,13 +49,20 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert marker.stat().st_mtime_ns == before, 'a finished run was trained again'
   assert 'Training ' not in second.stderr
-  # Every run is recorded (config and evaluation, no checkpoints) and a fresh output folder
-  # rebuilds the report from the records alone.
+  # Every run is recorded (config and evaluation, no checkpoints; the qualitative figure's
+  # runs with their predictions) and a fresh output folder rebuilds the report, the
+  # qualitative figure included, from the records alone.
+  assert 'qualitative figure' not in first.stdout  # every column shown
+  predicted = set()  # the stored images of each run of the figure: the same ones
   for method in experiment.METHODS:
     recorded = tmp_path / 'records' / f'{method}_s0'
-    assert sorted(os.listdir(recorded)) == ['config.json', 'eval'], method
+    figure = ['qualitative'] if method in experiment.QUALITATIVE_METHODS else []
+    assert sorted(os.listdir(recorded)) == ['config.json', 'eval'] + figure, method
+    if figure:
+      predicted.add(tuple(sorted(os.listdir(recorded / 'qualitative'))))
     assert (recorded / 'eval' / '4.json').read_bytes() == (
         tmp_path / 'exp' / f'{method}_s0' / 'eval' / '4.json').read_bytes()
+  assert len(predicted) == 1 and 1 <= len(predicted.pop()) <= experiment.QUALITATIVE_IMAGES
   rebuilt = subprocess.run(base + [f'--out={tmp_path / "rebuilt"}'], cwd=ROOT,
                            env=subprocess_env(), capture_output=True, text=True, timeout=900,
                            check=False)
@@ -65,6 +73,22 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
     labels = json.load(f)['labels']
   assert {k: (v['fairness'], v['per_class_iou']) for k, v in labels.items()} == {
       k: (v['fairness'], v['per_class_iou']) for k, v in report['labels'].items()}
+  assert ((tmp_path / 'rebuilt' / 'report' / 'qualitative.png').read_bytes() ==
+          (tmp_path / 'exp' / 'report' / 'qualitative.png').read_bytes())
+  # A recorded run of the qualitative figure without its predictions trains again, equals
+  # its record, and the record gains the predictions (its evaluation is kept).
+  figure_record = tmp_path / 'records' / 'tce_t1_s0'
+  stored = {p.name: p.read_bytes() for p in (figure_record / 'qualitative').iterdir()}
+  shutil.rmtree(figure_record / 'qualitative')
+  evaluation = (figure_record / 'eval' / '4.json').read_bytes()
+  again = subprocess.run(base + [f'--out={tmp_path / "again"}', '--methods=mcce,tce_t1'],
+                         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=600, check=False)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'tce_t1_s0 trained again: its evaluation equals the record exactly' in again.stdout
+  assert not os.path.exists(tmp_path / 'again' / 'mcce_s0')  # the reference: from its record
+  assert {p.name: p.read_bytes() for p in (figure_record / 'qualitative').iterdir()} == stored
+  assert (figure_record / 'eval' / '4.json').read_bytes() == evaluation
   # A record made with another config is refused, not reused.
   stale = tmp_path / 'records' / 'tce_t1_s0' / 'config.json'
   saved = json.loads(stale.read_text())
@@ -170,15 +194,17 @@ def test_study_runs_go_seed_by_seed_with_fewer_sweep_seeds():
 def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, capsys):
   """--notrain: the committed records of the study (MCCE seeds 0-1, Focal seed 0) are
   reported, Focal seed 1 (not recorded) is left out and named, and nothing trains."""
-  import shutil  # pylint: disable=g-import-not-at-top
   import experiment  # pylint: disable=g-import-not-at-top
   records = tmp_path / 'records'
-  for run in ('mcce_s0', 'mcce_s1', 'focal_s0'):
-    shutil.copytree(os.path.join(ROOT, 'docs', 'results', 'runs', run), records / run)
+  for run in ('mcce_s0', 'mcce_s1', 'focal_s0'):  # without predictions: no dataset needed
+    shutil.copytree(os.path.join(ROOT, 'docs', 'results', 'runs', run), records / run,
+                    ignore=shutil.ignore_patterns('qualitative'))
   result = experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
                                      records=str(records), train_missing=False,
                                      report_dir=str(tmp_path / 'report'))
-  assert 'Not finished, left out of the report: 1 runs (focal_s1)' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert 'Not finished, left out of the report: 1 runs (focal_s1)' in printed
+  assert 'No qualitative figure: the reference has no finished seed-1 run' in printed
   assert [len(result['labels'][m]['runs']) for m in ('mcce', 'focal')] == [2, 1]
   assert not (tmp_path / 'out' / 'focal_s1').exists()  # nothing trained
   for name in ('summary.md', 'pareto.png', 'per_class_iou.png', 'report.json'):

@@ -97,6 +97,46 @@ def test_report_renders_every_file(runs, tmp_path):
     assert few.width == pytest.approx(full.width * 3 / 4, rel=0.05)
 
 
+def test_stored_predictions_make_the_same_qualitative_figure_without_checkpoints(
+    runs, tiny_dataset_config, tmp_path):
+  """A run's predictions stored with report.write_predictions (a study's committed record)
+  draw exactly the figure its checkpoint draws; a record without them is refused by name."""
+  from tce_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  source = datasets.load_source(tiny_dataset_config, 'validation')
+  indices = report.qualitative_indices(source, [11, 12], 2)  # person, rider
+  assert len(indices) == 2
+  scores = [np.isin(source[i]['label'], [11, 12]).sum() for i in range(len(source))]
+  assert scores[indices[0]] == max(scores) and scores[indices[0]] >= scores[indices[1]]
+  records = {}
+  for name in ('mcce_s0', 'tce'):
+    config = evaluate.load_run_config(runs[name])
+    predicted = evaluate.predict_labels(config, runs[name], [source[i]['image'] for i in indices])
+    assert all(p.shape == source[i]['label'].shape and p.dtype == np.uint8
+               for p, i in zip(predicted, indices))
+    records[name] = tmp_path / 'records' / name  # config and evaluation, no checkpoints
+    shutil.copytree(runs[name], records[name],
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+    report.write_predictions(str(records[name]), indices, predicted,
+                             datasets.get_spec(config).palette)
+    stored = report.read_predictions(str(records[name]), indices)
+    assert all(np.array_equal(a, b) for a, b in zip(stored, predicted))
+  for directory, shown in (('from_checkpoints', runs), ('from_records', records)):
+    report.make_report([str(shown['mcce_s0']), str(shown['tce'])], str(tmp_path / directory),
+                       qualitative_images=2, qualitative_indices=indices)
+  assert ((tmp_path / 'from_checkpoints' / 'qualitative.png').read_bytes() ==
+          (tmp_path / 'from_records' / 'qualitative.png').read_bytes())
+  unstored = next(i for i in range(len(source)) if i not in indices)
+  assert report.read_predictions(str(records['tce']), indices + [unstored]) is None
+  (records['tce'] / report.QUALITATIVE_DIR / f'{indices[0]}.png').unlink()
+  with pytest.raises(FileNotFoundError, match='No checkpoint in'):
+    report.make_report([str(records['mcce_s0']), str(records['tce'])], str(tmp_path / 'gone'),
+                       qualitative_images=2, qualitative_indices=indices)
+  Image.fromarray(np.zeros((4, 4), np.uint8)).save(
+      records['tce'] / report.QUALITATIVE_DIR / f'{indices[0]}.png')
+  with pytest.raises(ValueError, match='must be a palette PNG of class ids, not mode L'):
+    report.read_predictions(str(records['tce']), indices)
+
+
 def test_report_rejects_bad_arguments(runs, tmp_path):
   with pytest.raises(ValueError, match='--labels has 1 entries for 2 runs'):
     report.make_report([runs['mcce_s0'], runs['tce']], str(tmp_path), labels=['a'])

@@ -304,7 +304,7 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
           train.train_and_evaluate(config, workdir)
         if shown and not has_predictions(workdir):
           store_predictions(workdir, figure_images())
-        if recorded:  # the record keeps its evaluation; it gains the predictions
+        if retrain:  # the record keeps its evaluation; it gains the predictions
           compare_with_record(workdir, record, steps)
           copy_predictions(workdir, record)
         elif records:

@@ -24,6 +24,7 @@ import warnings
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 import numpy as np
 
 from tce_jax import cli
@@ -398,7 +399,7 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
                      labels: Sequence[str] | None = None,
                      indices: Sequence[int] | None = None,
                      qualitative_runs: Sequence[str] | None = None, title: str | None = None,
-                     dataset=None):
+                     dataset: ml_collections.ConfigDict | None = None):
   """qualitative.png: image | ground truth | one prediction per label (those of `labels`, in
   the report's order; default all), on the validation images `indices` (default: the
   `num_images` where the reference's worst three classes appear most). Each label shows its
@@ -543,7 +544,8 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
                 qualitative_labels: Sequence[str] | None = None,
                 qualitative_indices: Sequence[int] | None = None,
                 qualitative_runs: Sequence[str] | None = None,
-                qualitative_title: str | None = None, qualitative_dataset=None) -> dict:
+                qualitative_title: str | None = None,
+                qualitative_dataset: ml_collections.ConfigDict | None = None) -> dict:
   """Writes every report file into `out`; returns the report dict (as report.json). `kinds`
   (label -> a KIND_STYLES key) marks the labels apart in the Pareto figure. The qualitative
   figure (`qualitative_images` > 0): `qualitative_labels` limits its columns (the reference

@@ -34,6 +34,11 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
     methods_table, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
+  methods_table, ablation_table = methods_table.split('### Ablations')
+  # Every ablation pair of METHODS (table and p-values), none of the sweep's.
+  ablated = experiment.ABLATIONS['Ablations']
+  assert sum(line.startswith('|') for line in ablation_table.splitlines()) == 4 + 2 * len(ablated)
+  assert '### t sweep ablations' not in ablation_table
   # One family (no sweep with --quick): the statistics table (header, rule, a row per method)
   # and the adjusted p-values (header, rule, a row per method but the reference).
   assert methods_table.startswith('### Methods') and '### t sweep' not in methods_table
@@ -212,3 +217,36 @@ def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, cap
   with pytest.raises(ValueError, match='No finished run of the reference method focal'):
     experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['focal', 'mcce'],
                               records=str(tmp_path / 'empty'), train_missing=False)
+
+
+def test_ablations_isolate_one_reason_and_correct_over_their_family():
+  import experiment  # pylint: disable=g-import-not-at-top
+  # Each pair differs in the one thing its question names (docs/method.md's reasons).
+  changed = {'signal': {'tce.signal'}, 'tilt': {'tce.t'}, 'size prior': {'tce.size_prior'},
+             'crop': set(experiment.CLASS_CROP)}
+  for family in experiment.ABLATIONS.values():
+    for question, baseline, variant in family:
+      a, b = experiment.ALL_METHODS[baseline], experiment.ALL_METHODS[variant]
+      differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+      assert differ == changed[question.split(',')[0]], (question, baseline, variant)
+  stats = {k: (10.0, 1.0) for k in experiment.SUMMARY_STATS}
+  base = _entry(3, {'a': (10.0, 1.0), 'b': (50.0, 1.0)}, stats)
+  # mIoU +0.5 within the noise; the worst class +10 beyond it after Holm over 2 x 5 tests.
+  better = _entry(4, {'a': (30.0, 1.0), 'b': (50.0, 1.0)},
+                  {**stats, 'miou': (10.5, 1.0), 'worst': (20.0, 1.0)})
+  labels = {'mcce': base, 'tce_t1': base, 'tce_crop_t1': better, 'uniform': base}
+  text = experiment.ablations({'reference': 'mcce', 'labels': labels}, {
+      'Ablations': [('crop', 'tce_t1', 'tce_crop_t1'), ('crop', 'uniform', 'tce_t1'),
+                    ('crop, t = 0', 'uniform', 'uniform_crop')],  # uniform_crop: no runs
+      'Empty': [('tilt', 'tce_t1', 'tce_t10')]})
+  assert '### Empty' not in text and 'uniform_crop' not in text
+  row = next(line for line in text.splitlines() if line.startswith('| crop | tce_t1 |'))
+  assert row.startswith('| crop | tce_t1 | tce_crop_t1 | 3 / 4 | ') and row.endswith('| 1 / 0 |')
+  welch = experiment.stats.welch(20.0, 1.0, 4, 10.0, 1.0, 3)
+  assert f"**+10.0 [{welch['low']:+.1f}, {welch['high']:+.1f}]**" in row
+  assert '| +0.5 [' in row and '**+0.5' not in row
+  assert 'Holm\'s correction over the 10 comparisons' in text  # 2 rows x 5 statistics
+  p_row = next(line for line in text.splitlines() if line.startswith('| tce_t1 -> tce_crop'))
+  assert p_row.split(' | ')[4] == f"{min(1.0, 10 * welch['p']):.3g}"  # the worst class's
+  assert experiment.ablations({'reference': 'mcce', 'labels': {'mcce': base}},
+                              experiment.ABLATIONS) == ''

@@ -26,7 +26,8 @@ statistics (mean +- std over seeds) with the difference to MCCE and its 95% conf
 interval, Welch's test with Holm's correction over the family's table, and the classes better
 / worse than MCCE after Holm over the classes; then the ablations (`ABLATIONS`: pairs of
 methods that differ in the signal, the tilt, the size prior or the crop alone), each pair's
-difference with the same statistics and Holm over each ablation family. `--quick` is a smoke
+difference with the same statistics and Holm over each ablation family; and sweep.png, the
+headline statistics against t (`SWEEP_SERIES`). `--quick` is a smoke
 version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
@@ -121,6 +122,17 @@ SWEEP = {
     'tce_class_t3': {'loss.name': 'tce_class', 'tce.t': 3.0},
 }
 ALL_METHODS = {**METHODS, **SWEEP}
+
+# The t sweep's figure (sweep.png, added 2026-11-28 like ABLATIONS): title -> {t: method}. At
+# t = 0 Algorithm 1 draws classes uniformly whatever its signal, so `uniform` starts both.
+SWEEP_SERIES = {
+    'Algorithm 1, image signal': {0.0: 'uniform', 0.1: 'tce_t0.1', 1.0: 'tce_t1',
+                                  10.0: 'tce_t10', 100.0: 'tce_t100'},
+    'Algorithm 1, class signal': {0.0: 'uniform', 1.0: 'tce_signal_class_t1',
+                                  10.0: 'tce_signal_class_t10', 100.0: 'tce_signal_class_t100'},
+    'eq. 3 (class-level tilted loss)': {0.3: 'tce_class_t0.3', 1.0: 'tce_class_t1',
+                                        3.0: 'tce_class_t3'},
+}
 
 # The ablations: pairs (question, baseline, variant) that differ in one of the reasons
 # docs/method.md gives for the first study's null result. The pairs are the ones
@@ -382,6 +394,7 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
               't sweep': [m for m in first if m in SWEEP]}
   reference_runs = [w for (m, _), w in zip(done, sources) if m == methods[0]]
   profile = profile_table(*benchmark_profile(reference_runs, steps), label=methods[0])
+  report.plot_sweep(result, report_dir, SWEEP_SERIES)
   contrasts = ablations(result, ABLATIONS)
   with open(os.path.join(report_dir, 'summary.md'), 'w') as f:
     f.write(summary(result, {k: v for k, v in families.items() if v}) + '\n\n' +

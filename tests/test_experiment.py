@@ -45,6 +45,7 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert sum(line.startswith('|') for line in methods_table.splitlines()) == (
       2 + len(experiment.METHODS) + 2 + len(experiment.METHODS) - 1)
   assert (tmp_path / 'exp' / 'report' / 'pareto.png').stat().st_size > 0
+  assert (tmp_path / 'exp' / 'report' / 'sweep.png').stat().st_size > 0  # t = 0, 0.1, 1
   assert '| mean of the 5 worst classes |' in profile and '| sky |' in profile
   assert 'Benchmark profile of mcce' in first.stdout
   marker = tmp_path / 'exp' / 'tce_t1_s0' / 'eval' / '4.json'
@@ -250,3 +251,15 @@ def test_ablations_isolate_one_reason_and_correct_over_their_family():
   assert p_row.split(' | ')[4] == f"{min(1.0, 10 * welch['p']):.3g}"  # the worst class's
   assert experiment.ablations({'reference': 'mcce', 'labels': {'mcce': base}},
                               experiment.ABLATIONS) == ''
+
+
+def test_sweep_series_hold_one_method_at_several_t():
+  import experiment  # pylint: disable=g-import-not-at-top
+  for title, points in experiment.SWEEP_SERIES.items():
+    others = set()
+    for t, method in points.items():
+      overrides = experiment.ALL_METHODS[method]
+      assert overrides['tce.t'] == t, (title, method)
+      if t != 0:  # t = 0 (uniform draws) has no signal to choose
+        others.add(tuple(sorted((k, v) for k, v in overrides.items() if k != 'tce.t')))
+    assert len(others) == 1, title

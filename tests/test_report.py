@@ -197,3 +197,19 @@ def test_pareto_front_by_brute_force():
     assert [x[i] for i in front] == sorted(x[i] for i in front)
   assert report.pareto_front([1, 2, 3], [3, 2, 1]) == [0, 1, 2]
   assert report.pareto_front([1, 2, 3], [1, 2, 3]) == [2]
+
+
+def test_sweep_figure_draws_the_series_present(tmp_path):
+  def entry(miou, bottom):
+    return {'runs': ['r', 'r'], 'fairness': {'miou': {'mean': miou, 'std': 0.5},
+                                             'sorted_bottom': {'mean': bottom, 'std': None}}}
+  table = {'reference': 'mcce', 'fraction': 0.25, 'class_order': list('abcdefgh'),
+           'labels': {'mcce': entry(70, 30), 'uniform': entry(71, 33), 't1': entry(69, 35),
+                      't100': entry(60, 40)}}
+  drawn = report.plot_sweep(table, str(tmp_path), {
+      'image': {0.0: 'uniform', 1.0: 't1', 10.0: 't10', 100.0: 't100'},  # t10: no runs
+      'class': {1.0: 'absent'}})
+  assert drawn == ['image']
+  assert (tmp_path / 'sweep.png').stat().st_size > 0 and (tmp_path / 'sweep.pdf').exists()
+  assert report.plot_sweep(table, str(tmp_path / 'none'), {'class': {1.0: 'absent'}}) == []
+  assert not (tmp_path / 'none').exists()

@@ -1,6 +1,8 @@
 """The PyTorch peer of the benchmark is the same network: our Flax variables load into it
-strictly and give the same logits; and the benchmark's smoke version writes every entry."""
+strictly and give the same logits; the benchmark's smoke version writes every entry; and the
+alternative kernel gradient of scripts/benchmark_conv_grad.py is the convolution's gradient."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -86,3 +88,27 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
   assert bench['peer']['ours_over_peer'] == pytest.approx(
       step['median_ms'] / bench['peer']['median_ms'])
   assert '| ours / peer step time |' in result.stdout
+
+
+@pytest.mark.parametrize('per_tap', [False, True])
+def test_im2col_kernel_gradient_equals_autodiff_in_float64(per_tap):
+  """scripts/benchmark_conv_grad.py's alternative kernel gradient (a measured negative
+  result, docs/performance.md) is the convolution's gradient: strides, dilations, paddings."""
+  import benchmark_conv_grad as conv_grad  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  dims = ('NHWC', 'HWIO', 'NHWC')
+  with jax.enable_x64():
+    for k, s, d, pad in [(3, 1, 1, 'SAME'), (3, 2, 1, ((1, 1), (1, 1))), (3, 1, 2, 'SAME'),
+                         (1, 2, 1, 'VALID'), (7, 2, 1, ((3, 3), (3, 3)))]:
+      x = jnp.asarray(rng.normal(size=(2, 13, 11, 5)))
+      w = jnp.asarray(rng.normal(size=(k, k, 5, 4)))
+      ours = jax.vjp(functools.partial(conv_grad.im2col_conv, window_strides=(s, s), padding=pad,
+                                       rhs_dilation=(d, d), dimension_numbers=dims,
+                                       per_tap=per_tap), x, w)
+      xla = jax.vjp(functools.partial(jax.lax.conv_general_dilated, window_strides=(s, s),
+                                      padding=pad, rhs_dilation=(d, d),
+                                      dimension_numbers=dims), x, w)
+      np.testing.assert_array_equal(ours[0], xla[0])
+      g = jnp.asarray(rng.normal(size=xla[0].shape))
+      for a, b in zip(ours[1](g), xla[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -12,7 +12,14 @@ import pytest
 from tce_jax.configs import default
 from tce_jax import losses
 from tce_jax import models
+from tce_jax import train
 from tce_jax.models import resnet
+
+
+def compile_init(init):
+  """`init` jitted and compiled as training compiles its initial state (XLA:CPU level 2: the
+  same parameters bit for bit, compiled faster; train.init_compiler_options)."""
+  return jax.jit(init).lower().compile(train.init_compiler_options())
 
 
 def tiny_model_config(**model):
@@ -37,7 +44,7 @@ def test_feature_strides_and_logit_shape(backbone, output_stride):
   config = tiny_model_config(backbone=backbone, output_stride=output_stride)
   model = models.create_model(config, 19, train=False)
   x = jnp.zeros((2, 64, 96, 3))
-  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
+  variables = compile_init(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
   logits = model.apply(variables, x, train=False)
   assert logits.shape == (2, 64, 96, 19)
   norm = functools.partial(nn.BatchNorm, use_running_average=True)
@@ -115,8 +122,9 @@ def test_full_size_models_forward_and_backward_at_512(name, num_classes):
   model = models.create_model(config, num_classes, train=True)
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 512, 512, 3))
   labels = jax.random.randint(jax.random.PRNGKey(1), (1, 512, 512), 0, num_classes)
-  variables = jax.jit(lambda: model.init({'params': jax.random.PRNGKey(2),
-                                          'dropout': jax.random.PRNGKey(3)}, x, train=True))()
+  variables = compile_init(lambda: model.init({'params': jax.random.PRNGKey(2),
+                                               'dropout': jax.random.PRNGKey(3)}, x,
+                                              train=True))()
 
   def logits_of(params):
     out, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,

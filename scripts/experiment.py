@@ -230,12 +230,16 @@ def finished(workdir: str, steps: int) -> bool:
 
 
 def record_run(workdir: str, records: str) -> str:
-  """Copies the run's config.json and eval/*.json to RECORDS/<run name>/; returns that path."""
+  """Copies the run's config.json, eval/*.json and environment/*.json (the code and machine
+  it trained on) to RECORDS/<run name>/; returns that path."""
   target = os.path.join(records, os.path.basename(os.path.normpath(workdir)))
-  os.makedirs(os.path.join(target, 'eval'), exist_ok=True)
+  for sub in ('eval', workdir_lib.ENVIRONMENT_DIR):
+    paths = sorted(glob.glob(os.path.join(workdir, sub, '*.json')))
+    if paths:
+      os.makedirs(os.path.join(target, sub), exist_ok=True)
+    for path in paths:
+      shutil.copy2(path, os.path.join(target, sub))
   shutil.copy2(os.path.join(workdir, 'config.json'), target)
-  for path in sorted(glob.glob(os.path.join(workdir, 'eval', '*.json'))):
-    shutil.copy2(path, os.path.join(target, 'eval'))
   copy_predictions(workdir, target)
   return target
 
@@ -336,8 +340,8 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
       shown = method in QUALITATIVE_METHODS and seed == qualitative_seed
       # A recorded run of the qualitative figure without its predictions trains again.
       retrain = train_missing and shown and recorded and not has_predictions(record)
-      if recorded and not finished(workdir, steps) and not retrain:
-        source = record
+      if recorded and not retrain:  # the record is the study's run; never overwritten (a
+        source = record              # finished copy in OUT may come from another machine)
       elif finished(workdir, steps) or train_missing:
         if not finished(workdir, steps):
           train.train_and_evaluate(config, workdir)

@@ -438,6 +438,7 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
     if lead:  # what `evaluate` and `report` read back; refuses a drifted config
       workdir_lib.record_config(workdir, config, start_step,
                                 allow_changes=allow_config_changes)
+      workdir_lib.record_environment(workdir, start_step)
       if start_step > 0:
         workdir_lib.drop_events_after(workdir, start_step)
     evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,

@@ -7,14 +7,21 @@ WORKDIR/
   config_history/<step>.json
                           each config the run used, named by the step it took effect at
                           (0.json is the original; never overwritten)
+  environment/<step>.json the code, packages and machine of each training process, named by
+                          the step it started at: XLA:CPU compiles for the host's CPU, so a
+                          run re-trained on another CPU differs in its last bits (and after
+                          thousands of steps, in its metrics); this says where it came from
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
+import platform
 import socket
+import subprocess
 import threading
 import time
 from typing import Any, Iterator
@@ -234,6 +241,80 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
     logging.warning('Resuming at step %d with config.%s changed: %r -> %r.', step, k, old, new)
   records.write_json(os.path.join(history, f'{step}.json'), current)
   records.write_json(path, current)
+
+
+# ---------------------------------------------------------------------------------------
+# The code, packages and machine a run trained with.
+
+ENVIRONMENT_DIR = 'environment'
+# Distribution names, each with the alternatives that install the same module.
+_PACKAGES = {'jax': (), 'jaxlib': (), 'flax': (), 'optax': (), 'orbax-checkpoint': (),
+             'numpy': (), 'tensorflow': ('tensorflow-cpu',), 'tensorflow-datasets': (),
+             'clu': (), 'ml-collections': ()}
+
+
+def _cpu() -> dict[str, Any]:
+  """The host CPU's model and instruction-set flags (Linux), which decide XLA:CPU's code."""
+  model, flags = platform.processor() or None, []
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and value.strip():
+          model = value.strip()
+        elif key.strip() == 'flags':
+          flags = sorted(value.split())
+        if model and flags:
+          break
+  except OSError:
+    pass
+  return {'model': model, 'count': os.cpu_count(), 'flags': flags}
+
+
+def _code() -> dict[str, Any]:
+  """The git commit of the tce_jax checkout and whether it had uncommitted changes (None
+  outside a git checkout, e.g. an installed wheel)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True,
+                            text=True, timeout=10, check=True).stdout.strip()
+    status = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
+                            capture_output=True, text=True, timeout=10, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return {'commit': None, 'modified': None}
+  return {'commit': commit, 'modified': bool(status.strip())}
+
+
+def environment() -> dict[str, Any]:
+  """The code, package versions, devices and machine this process trains with."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  packages = {}
+  for name, alternatives in _PACKAGES.items():
+    packages[name] = None
+    for distribution in (name, *alternatives):
+      try:
+        packages[name] = f'{importlib.metadata.version(distribution)}' + (
+            f' ({distribution})' if distribution != name else '')
+        break
+      except importlib.metadata.PackageNotFoundError:
+        pass
+  return {'host': socket.gethostname(), 'since': time.time(), 'code': _code(),
+          'python': platform.python_version(), 'packages': packages,
+          'platform': platform.platform(), 'cpu': _cpu(),
+          'devices': sorted({d.device_kind for d in jax.devices()}),
+          'device_count': jax.device_count(), 'process_count': jax.process_count(),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+
+
+def record_environment(workdir: str, step: int) -> str:
+  """Writes environment() to WORKDIR/environment/<step>.json (the step this process starts
+  training at; a resume on another machine adds its own entry) and returns the path."""
+  directory = os.path.join(workdir, ENVIRONMENT_DIR)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'{step}.json')
+  records.write_json(path, environment())
+  return path
 
 
 # ---------------------------------------------------------------------------------------

@@ -55,15 +55,16 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert marker.stat().st_mtime_ns == before, 'a finished run was trained again'
   assert 'Training ' not in second.stderr and 'trained again' not in second.stdout
-  # Every run is recorded (config and evaluation, no checkpoints; the qualitative figure's
-  # runs with their predictions) and a fresh output folder rebuilds the report, the
+  # Every run is recorded (config, evaluation and the code and machine it trained on, no
+  # checkpoints; the qualitative figure's runs with their predictions) and a fresh output folder rebuilds the report, the
   # qualitative figure included, from the records alone.
   assert 'qualitative figure' not in first.stdout  # every column shown
   predicted = set()  # the stored images of each run of the figure: the same ones
   for method in experiment.METHODS:
     recorded = tmp_path / 'records' / f'{method}_s0'
     figure = ['qualitative'] if method in experiment.QUALITATIVE_METHODS else []
-    assert sorted(os.listdir(recorded)) == ['config.json', 'eval'] + figure, method
+    assert sorted(os.listdir(recorded)) == ['config.json', 'environment', 'eval'] + figure, method
+    assert os.listdir(recorded / 'environment') == ['0.json'], method
     if figure:
       predicted.add(tuple(sorted(os.listdir(recorded / 'qualitative'))))
     assert (recorded / 'eval' / '4.json').read_bytes() == (
@@ -94,6 +95,17 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert 'tce_t1_s0 trained again: its evaluation equals the record exactly' in again.stdout
   assert not os.path.exists(tmp_path / 'again' / 'mcce_s0')  # the reference: from its record
   assert {p.name: p.read_bytes() for p in (figure_record / 'qualitative').iterdir()} == stored
+  assert (figure_record / 'eval' / '4.json').read_bytes() == evaluation
+  # A finished run in OUT that differs from its record (re-trained on another machine) never
+  # overwrites the record: the record is the study's run.
+  elsewhere = tmp_path / 'again' / 'tce_t1_s0' / 'eval' / '4.json'
+  rerun = json.loads(elsewhere.read_text())
+  rerun['miou'] += 1.0
+  elsewhere.write_text(json.dumps(rerun))
+  kept = subprocess.run(base + [f'--out={tmp_path / "again"}', '--methods=mcce,tce_t1'],
+                        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert kept.returncode == 0, kept.stderr[-3000:]
   assert (figure_record / 'eval' / '4.json').read_bytes() == evaluation
   # A record made with another config is refused, not reused.
   stale = tmp_path / 'records' / 'tce_t1_s0' / 'config.json'

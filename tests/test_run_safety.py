@@ -114,6 +114,17 @@ def test_resume_with_an_override_keeps_the_config_history(finished_run, tmp_path
   assert _read(workdir / 'config_history' / '0.json')['train']['num_steps'] == 4
   assert _read(workdir / 'config_history' / '4.json')['train']['num_steps'] == 6
   assert _read(workdir / 'config.json')['train']['num_steps'] == 6
+  # Each training process records the code and machine it ran on, by the step it started at.
+  assert sorted(os.listdir(workdir / 'environment')) == ['0.json', '4.json']
+  resumed = _read(workdir / 'environment' / '4.json')
+  assert resumed['host'] == socket.gethostname()
+  assert resumed['packages']['jax'] == jax.__version__
+  assert resumed['devices'] == sorted({d.device_kind for d in jax.devices()})
+  assert resumed['since'] > _read(workdir / 'environment' / '0.json')['since']
+  head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True,
+                        text=True, check=False).stdout.strip()
+  if head:  # a git checkout (CI's and developers'): the commit the run trained with
+    assert resumed['code']['commit'] == head
   harmless = longer.copy_and_resolve_references()
   harmless.train.eval_every = 3
   harmless.input.memory_cache_gb = 0.0  # a loader resource: the same batches either way

@@ -273,16 +273,20 @@ def _cpu() -> dict[str, Any]:
 
 def _code() -> dict[str, Any]:
   """The git commit of the tce_jax checkout and whether it had uncommitted changes (None
-  outside a git checkout, e.g. an installed wheel)."""
+  where git cannot say, e.g. an installed wheel)."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True,
-                            text=True, timeout=10, check=True).stdout.strip()
-    status = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
-                            capture_output=True, text=True, timeout=10, check=True).stdout
-  except (OSError, subprocess.SubprocessError):
-    return {'commit': None, 'modified': None}
-  return {'commit': commit, 'modified': bool(status.strip())}
+
+  def git(*args: str) -> str | None:
+    try:
+      return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                            timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+      return None
+
+  commit = git('rev-parse', 'HEAD')
+  status = git('status', '--porcelain', '--untracked-files=no') if commit else None
+  return {'commit': commit.strip() if commit else None,
+          'modified': None if status is None else bool(status.strip())}
 
 
 def environment() -> dict[str, Any]:

@@ -233,24 +233,26 @@ def record_run(workdir: str, records: str) -> str:
   """Copies the run's config.json, eval/*.json and environment/*.json (the code and machine
   it trained on) to RECORDS/<run name>/; returns that path."""
   target = os.path.join(records, os.path.basename(os.path.normpath(workdir)))
-  for sub in ('eval', workdir_lib.ENVIRONMENT_DIR):
-    paths = sorted(glob.glob(os.path.join(workdir, sub, '*.json')))
-    if paths:
-      os.makedirs(os.path.join(target, sub), exist_ok=True)
-    for path in paths:
-      shutil.copy2(path, os.path.join(target, sub))
+  os.makedirs(target, exist_ok=True)
   shutil.copy2(os.path.join(workdir, 'config.json'), target)
+  copy_files(workdir, target, 'eval', '*.json')
+  copy_files(workdir, target, workdir_lib.ENVIRONMENT_DIR, '*.json')
   copy_predictions(workdir, target)
   return target
 
 
+def copy_files(workdir: str, target: str, folder: str, pattern: str) -> None:
+  """Copies WORKDIR/FOLDER/PATTERN to TARGET/FOLDER/ (the folder only made if any match)."""
+  paths = sorted(glob.glob(os.path.join(workdir, folder, pattern)))
+  if paths:
+    os.makedirs(os.path.join(target, folder), exist_ok=True)
+  for path in paths:
+    shutil.copy2(path, os.path.join(target, folder))
+
+
 def copy_predictions(workdir: str, target: str) -> None:
   """Copies the run's stored qualitative predictions (if any) to TARGET/qualitative/."""
-  paths = sorted(glob.glob(os.path.join(workdir, report.QUALITATIVE_DIR, '*.png')))
-  if paths:
-    os.makedirs(os.path.join(target, report.QUALITATIVE_DIR), exist_ok=True)
-  for path in paths:
-    shutil.copy2(path, os.path.join(target, report.QUALITATIVE_DIR))
+  copy_files(workdir, target, report.QUALITATIVE_DIR, '*.png')
 
 
 def qualitative_images(config) -> list[int]:

@@ -298,12 +298,12 @@ def environment() -> dict[str, Any]:
     packages[name] = None
     for distribution in (name, *alternatives):
       try:
-        packages[name] = f'{importlib.metadata.version(distribution)}' + (
-            f' ({distribution})' if distribution != name else '')
-        break
+        version = importlib.metadata.version(distribution)
       except importlib.metadata.PackageNotFoundError:
-        pass
-  return {'host': socket.gethostname(), 'since': time.time(), 'code': _code(),
+        continue
+      packages[name] = version if distribution == name else f'{version} ({distribution})'
+      break
+  return {**_holder(), 'code': _code(),
           'python': platform.python_version(), 'packages': packages,
           'platform': platform.platform(), 'cpu': _cpu(),
           'devices': sorted({d.device_kind for d in jax.devices()}),

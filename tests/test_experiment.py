@@ -65,8 +65,8 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert marker.stat().st_mtime_ns == before, 'a finished run was trained again'
   assert 'Training ' not in second.stderr and 'trained again' not in second.stdout
   # Every run is recorded (config, evaluation and the code and machine it trained on, no
-  # checkpoints; the qualitative figure's runs with their predictions) and a fresh output folder rebuilds the report, the
-  # qualitative figure included, from the records alone.
+  # checkpoints; the qualitative figure's runs with their predictions) and a fresh output
+  # folder rebuilds the report, the qualitative figure included, from the records alone.
   assert 'qualitative figure' not in first.stdout  # every column shown
   predicted = set()  # the stored images of each run of the figure: the same ones
   for method in experiment.METHODS:

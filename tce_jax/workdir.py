@@ -16,6 +16,7 @@ WORKDIR/
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.metadata
 import json
 import os
@@ -254,21 +255,39 @@ _PACKAGES = {'jax': (), 'jaxlib': (), 'flax': (), 'optax': (), 'orbax-checkpoint
 
 
 def _cpu() -> dict[str, Any]:
-  """The host CPU's model and instruction-set flags (Linux), which decide XLA:CPU's code."""
-  model, flags = platform.processor() or None, []
+  """The host CPU (Linux): its model, family / model number / stepping and microcode (a VM's
+  model name can be as vague as 'AMD EPYC'), instruction-set flags, which decide the code
+  XLA:CPU emits, and cache sizes, from which Eigen's kernels (XLA:CPU's convolutions here)
+  pick their block sizes, and so the order in which they add up a convolution's terms."""
+  info = {'model': platform.processor() or None, 'family': None, 'model_number': None,
+          'stepping': None, 'microcode': None}
+  keys = {'model name': 'model', 'cpu family': 'family', 'model': 'model_number',
+          'stepping': 'stepping', 'microcode': 'microcode'}
+  flags = []
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
         key, _, value = line.partition(':')
-        if key.strip() == 'model name' and value.strip():
-          model = value.strip()
-        elif key.strip() == 'flags':
-          flags = sorted(value.split())
-        if model and flags:
+        key, value = key.strip(), value.strip()
+        if not key:  # the first processor's block ends
           break
+        if key in keys and value:
+          info[keys[key]] = value
+        elif key == 'flags':
+          flags = sorted(value.split())
   except OSError:
     pass
-  return {'model': model, 'count': os.cpu_count(), 'flags': flags}
+  caches = []
+  for index in sorted(glob.glob('/sys/devices/system/cpu/cpu0/cache/index[0-9]*')):
+    try:
+      parts = []
+      for name in ('level', 'type', 'size'):
+        with open(os.path.join(index, name)) as f:
+          parts.append(f.read().strip())
+    except OSError:
+      continue
+    caches.append(' '.join(parts))  # e.g. '2 Unified 1024K'
+  return {**info, 'count': os.cpu_count(), 'flags': flags, 'caches': caches}
 
 
 def _code() -> dict[str, Any]:

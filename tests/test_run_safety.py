@@ -121,6 +121,11 @@ def test_resume_with_an_override_keeps_the_config_history(finished_run, tmp_path
   assert resumed['packages']['jax'] == jax.__version__
   assert resumed['devices'] == sorted({d.device_kind for d in jax.devices()})
   assert resumed['since'] > _read(workdir / 'environment' / '0.json')['since']
+  cpu = resumed['cpu']  # what tells two machines' CPUs apart where the model name is vague
+  assert set(cpu) == {'model', 'family', 'model_number', 'stepping', 'microcode', 'count',
+                      'flags', 'caches'}
+  if os.path.exists('/sys/devices/system/cpu/cpu0/cache/index0/size'):  # Linux
+    assert cpu['caches'] and all(len(c.split()) == 3 for c in cpu['caches']), cpu['caches']
   try:
     head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True,
                           text=True, check=False).stdout.strip()

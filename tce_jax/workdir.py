@@ -259,10 +259,10 @@ def _cpu() -> dict[str, Any]:
   model name can be as vague as 'AMD EPYC'), instruction-set flags, which decide the code
   XLA:CPU emits, and cache sizes, from which Eigen's kernels (XLA:CPU's convolutions here)
   pick their block sizes, and so the order in which they add up a convolution's terms."""
-  info = {'model': platform.processor() or None, 'family': None, 'model_number': None,
-          'stepping': None, 'microcode': None}
   keys = {'model name': 'model', 'cpu family': 'family', 'model': 'model_number',
           'stepping': 'stepping', 'microcode': 'microcode'}
+  info = dict.fromkeys(keys.values())
+  info['model'] = platform.processor() or None
   flags = []
   try:
     with open('/proc/cpuinfo') as f:

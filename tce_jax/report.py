@@ -491,12 +491,72 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
   return sorted(front, key=lambda i: (x[i], -y[i]))
 
 
+def label_offsets(points: np.ndarray, sizes: np.ndarray, bounds: tuple[float, float, float, float],
+                  *, obstacles: Sequence[tuple[float, float, float, float]] = (),
+                  marker: float = 5.0,
+                  radii: Sequence[float] = (3, 8, 14, 22, 32, 44, 58, 75, 95)) -> np.ndarray:
+  """Where to put each point's label so that no two labels, and no label and a marker, overlap.
+
+  Pure geometry in display pixels (y up): `points` [n, 2], `sizes` [n, 2] (each label's width
+  and height), `bounds` (x0, y0, x1, y1) the box the labels must stay in, `marker` the half
+  width of the square kept clear around every point, `obstacles` more boxes (x0, y0, x1, y1)
+  to keep clear (a legend). Greedy: the points are placed from the
+  most crowded one, each at the first free spot on rings of growing `radii` (right of the
+  point first, then above, below and left), so an isolated label sits next to its point and a
+  crowded one moves out to where there is room (the caller draws a leader line when it is
+  far). Returns [n, 2] offsets of each label's anchor: its left edge's middle for an offset
+  to the right, its right edge's middle for one to the left. A label that fits nowhere gets
+  the first ring's spot to the right (it may overlap).
+  """
+  points = np.asarray(points, float).reshape(-1, 2)
+  sizes = np.asarray(sizes, float).reshape(-1, 2)
+  n = len(points)
+  taken = [(px - marker, py - marker, px + marker, py + marker) for px, py in points]
+  taken += [tuple(b) for b in obstacles]
+  angles = np.deg2rad([0, 30, -30, 60, -60, 90, -90, 120, -120, 150, -150, 180])
+  distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+  order = np.argsort(-(distance < 60).sum(1), kind='stable')  # the most crowded first
+  offsets = np.zeros((n, 2))
+
+  def box(i: int, dx: float, dy: float) -> tuple[float, float, float, float]:
+    (px, py), (w, h) = points[i], sizes[i]
+    x0 = px + dx if dx >= 0 else px + dx - w
+    return (x0, py + dy - h / 2, x0 + w, py + dy + h / 2)
+
+  def free(b: tuple[float, float, float, float]) -> bool:
+    if b[0] < bounds[0] or b[1] < bounds[1] or b[2] > bounds[2] or b[3] > bounds[3]:
+      return False
+    return not any(b[0] < t[2] and t[0] < b[2] and b[1] < t[3] and t[1] < b[3] for t in taken)
+
+  for i in order:
+    choice = (radii[0] + marker, 0.0)
+    for r in radii:
+      spots = [((r + marker) * np.cos(a), (r + marker) * np.sin(a)) for a in angles]
+      spot = next((s for s in spots if free(box(i, *s))), None)
+      if spot is not None:
+        choice = spot
+        break
+    offsets[i] = choice
+    taken.append(box(i, *choice))
+  return offsets
+
+
+ZOOM_MIOU = 2.0  # pareto.png zooms on the labels within this many mIoU points of the reference
+
+
 def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
   """pareto.png / .pdf: each label's mIoU against its mean IoU over the reference's k worst
   classes (mean over runs, error bars the std over runs), the labels on the Pareto front
-  (better on both than every other) joined; `kinds` (label -> a KIND_STYLES key) sets markers."""
+  (better on both than every other) joined; `kinds` (label -> a KIND_STYLES key) sets markers.
+
+  The methods worth a look cost little mIoU, and they crowd together: a right panel zooms on
+  the labels whose mean mIoU is at least the reference's minus ZOOM_MIOU points (their box
+  drawn on the left panel, which labels only the points outside it). No second panel when no
+  label but the reference is in that range.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
+  from matplotlib.patches import Rectangle  # pylint: disable=g-import-not-at-top
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = list(report['labels'])
 
@@ -505,35 +565,80 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
 
   x = np.array([stat(l, 'miou')['mean'] for l in labels])
   y = np.array([stat(l, 'sorted_bottom')['mean'] for l in labels])
-  fig, ax = plt.subplots(figsize=(9, 6.5))
+  xerr = np.array([stat(l, 'miou')['std'] or 0.0 for l in labels])
+  yerr = np.array([stat(l, 'sorted_bottom')['std'] or 0.0 for l in labels])
   front = pareto_front(x, y)
-  ax.plot(x[front], y[front], color='grey', linewidth=1, linestyle=':', zorder=1,
-          label='Pareto front (means)')
   reference = labels.index(report['reference'])
-  ax.axvline(x[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
-  ax.axhline(y[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
-  seen = set()
-  for i, label in enumerate(labels):
-    kind = (kinds or {}).get(label, 'paper')
-    style = KIND_STYLES[kind]
-    ax.errorbar(x[i], y[i], xerr=stat(label, 'miou')['std'] or None,
-                yerr=stat(label, 'sorted_bottom')['std'] or None, marker=style['marker'],
-                markersize=6, color=style['color'],
-                markerfacecolor=style['color'] if style['filled'] else 'white',
-                elinewidth=0.8, capsize=2, linestyle='none', zorder=2,
-                label=None if kind in seen else kind)
-    seen.add(kind)
-    ax.annotate(label, (x[i], y[i]), xytext=(5, 3), textcoords='offset points', fontsize=7,
-                fontweight='bold' if i in front else 'normal')
+  zoomed = [i for i in range(len(labels)) if x[i] >= x[reference] - ZOOM_MIOU]
+  panels = 2 if len(zoomed) > 1 else 1
+  fig, axes = plt.subplots(1, panels, figsize=(9 * panels, 7.5), squeeze=False)
+  axes = axes[0]
   k = fairness.num_sorted(len(report['class_order']), report['fraction'])
-  ax.margins(x=0.08, y=0.06)  # room for the labels of the outermost points
-  ax.set_xlabel('mIoU (%)')
-  ax.set_ylabel(f"mean IoU of {report['reference']}'s {k} worst classes (%)")
-  ax.set_title(f"Tail against mean: each label's mean over runs, bars 1 std over runs; "
-               f"dashed: {report['reference']}", fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc='best')
+  for ax in axes:
+    ax.plot(x[front], y[front], color='grey', linewidth=1, linestyle=':', zorder=1,
+            label='Pareto front (means)')
+    ax.axvline(x[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
+    ax.axhline(y[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
+    seen = set()
+    for i, label in enumerate(labels):
+      kind = (kinds or {}).get(label, 'paper')
+      style = KIND_STYLES[kind]
+      ax.errorbar(x[i], y[i], xerr=xerr[i] or None, yerr=yerr[i] or None,
+                  marker=style['marker'], markersize=6, color=style['color'],
+                  markerfacecolor=style['color'] if style['filled'] else 'white',
+                  elinewidth=0.8, capsize=2, linestyle='none', zorder=2,
+                  label=None if kind in seen else kind)
+      seen.add(kind)
+    ax.set_xlabel('mIoU (%)')
+    ax.set_ylabel(f"mean IoU of {report['reference']}'s {k} worst classes (%)")
+    ax.grid(alpha=0.3)
+  legend = axes[0].legend(fontsize=8, loc='upper left')
+  axes[0].margins(x=0.12, y=0.08)  # room for the labels of the outermost points
+  axes[0].set_title(f"Tail against mean: each label's mean over runs, bars 1 std over runs; "
+                    f"dashed: {report['reference']}; bold: on the Pareto front", fontsize=10)
+  labelled = [list(range(len(labels)))]
+  if panels == 2:
+    # The zoom shows its points' means with room for their labels; bars may run off it.
+    zx, zy = x[zoomed], y[zoomed]
+    pad_x, pad_y = 0.25 * (np.ptp(zx) or 1.0), 0.15 * (np.ptp(zy) or 1.0)
+    box = (zx.min() - pad_x, zy.min() - pad_y, zx.max() + pad_x, zy.max() + pad_y)
+    axes[1].set_xlim(box[0], box[2])
+    axes[1].set_ylim(box[1], box[3])
+    axes[1].set_title(f"Zoom: the labels within {ZOOM_MIOU:g} mIoU points of "
+                      f"{report['reference']} or above it", fontsize=10)
+    axes[0].add_patch(Rectangle(
+        box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor='black',
+        linewidth=0.6, linestyle='-', zorder=0))
+    labelled = [[i for i in range(len(labels)) if i not in zoomed], zoomed]
   fig.tight_layout()
+  # Labels go where they overlap no other label, marker or the legend, with a leader line
+  # when moved out (the axes are final now: display coordinates no longer move).
+  renderer = fig.canvas.get_renderer()
+  for ax, indices in zip(axes, labelled):
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    texts = [ax.text(0, 0, labels[i], fontsize=7,
+                     fontweight='bold' if i in front else 'normal') for i in indices]
+    sizes = np.array([[t.get_window_extent(renderer).width + 2,
+                       t.get_window_extent(renderer).height + 1] for t in texts]).reshape(-1, 2)
+    for t in texts:
+      t.remove()
+    frame = ax.get_window_extent(renderer)
+    points = ax.transData.transform(np.stack([x, y], 1))
+    inside = [i for i in range(len(labels))  # markers to keep clear: those in this panel
+              if frame.x0 <= points[i, 0] <= frame.x1 and frame.y0 <= points[i, 1] <= frame.y1]
+    keep_clear = [(px - 5, py - 5, px + 5, py + 5) for px, py in points[inside]]
+    if ax is axes[0]:
+      corner = legend.get_window_extent(renderer)
+      keep_clear.append((corner.x0, corner.y0, corner.x1, corner.y1))
+    offsets = label_offsets(points[indices], sizes, (frame.x0, frame.y0, frame.x1, frame.y1),
+                            obstacles=keep_clear)
+    for i, (dx, dy) in zip(indices, offsets * 72 / fig.dpi):  # points: scale with the dpi
+      ax.annotate(labels[i], (x[i], y[i]), xytext=(dx, dy), textcoords='offset points',
+                  fontsize=7, ha='left' if dx >= 0 else 'right', va='center',
+                  fontweight='bold' if i in front else 'normal',
+                  arrowprops=dict(arrowstyle='-', color='dimgrey', linewidth=0.5, shrinkA=0,
+                                  shrinkB=2) if np.hypot(dx, dy) > 9 else None)
   _save(fig, out, 'pareto')
   plt.close(fig)
 

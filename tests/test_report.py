@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 from PIL import Image
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tce_jax import evaluate
 from tce_jax import report
@@ -197,6 +198,40 @@ def test_pareto_front_by_brute_force():
     assert [x[i] for i in front] == sorted(x[i] for i in front)
   assert report.pareto_front([1, 2, 3], [3, 2, 1]) == [0, 1, 2]
   assert report.pareto_front([1, 2, 3], [1, 2, 3]) == [2]
+
+
+def _overlap(a, b) -> bool:
+  return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(450, 550), st.floats(450, 550)), min_size=1, max_size=14),
+       st.integers(20, 80))
+def test_label_offsets_never_overlap_when_there_is_room(points, width):
+  """A crowded cluster in a wide frame: every label finds a spot clear of the other labels,
+  of every marker and of an obstacle, inside the frame, and the anchor rule (left edge for
+  a label to the right, right edge for one to the left) holds."""
+  points, sizes = np.array(points), np.full((len(points), 2), [width, 10.0])
+  legend = (0.0, 900.0, 200.0, 1000.0)
+  offsets = report.label_offsets(points, sizes, (0, 0, 1000, 1000), obstacles=[legend])
+  boxes = []
+  for (px, py), (dx, dy), (w, h) in zip(points, offsets, sizes):
+    x0 = px + dx if dx >= 0 else px + dx - w
+    boxes.append((x0, py + dy - h / 2, x0 + w, py + dy + h / 2))
+  markers = [(px - 5, py - 5, px + 5, py + 5) for px, py in points]
+  for i, b in enumerate(boxes):
+    assert 0 <= b[0] and b[2] <= 1000 and 0 <= b[1] and b[3] <= 1000
+    assert not _overlap(b, legend)
+    assert not any(_overlap(b, m) for m in markers), (i, b)
+    assert not any(_overlap(b, c) for c in boxes[:i] + boxes[i + 1:]), (i, b)
+
+
+def test_a_lone_label_sits_next_to_its_point_and_a_cornered_one_moves_inside():
+  np.testing.assert_allclose(
+      report.label_offsets([[100, 100]], [[40, 10]], (0, 0, 500, 500)), [[8, 0]])
+  # At the frame's right edge the label goes to the left of its point.
+  (dx, _), = report.label_offsets([[495, 100]], [[40, 10]], (0, 0, 500, 500))
+  assert dx < 0
 
 
 def test_sweep_figure_draws_the_series_present(tmp_path):

@@ -412,7 +412,7 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
 SUMMARY_STATS = {'miou': 'mIoU', 'sorted_bottom': 'bottom 25% (MCCE\'s worst classes)',
                  'percentile_bottom_miou': 'own bottom 25%', 'worst': 'worst class',
                  'std': 'class-IoU std'}
-ALPHA = 0.05  # significance level after Holm's correction
+ALPHA = stats.ALPHA  # significance level after Holm's correction
 
 
 def _welch(entry: dict, reference: dict, n: int, n_ref: int) -> dict:
@@ -428,12 +428,9 @@ def _interval(c: dict) -> str:
 def classes_beyond_noise(entry: dict, reference: dict, n: int, n_ref: int) -> tuple[int, int]:
   """(better, worse): classes whose IoU differs from the reference's at ALPHA after Holm's
   correction over the classes present in both (Welch per class)."""
-  pairs = [(a, reference['per_class_iou'][c]) for c, a in entry['per_class_iou'].items()]
-  pairs = [(a, b) for a, b in pairs if a['mean'] is not None and b['mean'] is not None]
-  tests = [_welch(a, b, n, n_ref) for a, b in pairs]
-  adjusted = stats.holm([t['p'] for t in tests])
-  better = sum(bool(p <= ALPHA and t['diff'] > 0) for t, p in zip(tests, adjusted))
-  worse = sum(bool(p <= ALPHA and t['diff'] < 0) for t, p in zip(tests, adjusted))
+  tests = stats.per_class(entry, reference, n, n_ref).values()
+  better = sum(bool(t['adjusted'] <= ALPHA and t['diff'] > 0) for t in tests)
+  worse = sum(bool(t['adjusted'] <= ALPHA and t['diff'] < 0) for t in tests)
   return better, worse
 
 

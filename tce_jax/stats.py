@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
+ALPHA = 0.05  # the level of "beyond noise" in this project's reports, after Holm's correction
+
 
 def welch(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int,
           confidence: float = 0.95) -> dict[str, float]:
@@ -61,3 +63,21 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
   scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
   adjusted[order] = np.maximum.accumulate(scaled)
   return adjusted
+
+
+def per_class(entry: dict, reference: dict, n: int, n_ref: int) -> dict[str, dict[str, float]]:
+  """Per class, Welch's comparison of `entry` against `reference` with Holm's correction over
+  the family of the classes both have a mean for.
+
+  `entry` and `reference` are report.json label entries ({'per_class_iou': {class: {'mean',
+  'std'}}}), `n` and `n_ref` their numbers of runs. Returns {class: welch()'s dict plus
+  'adjusted', the Holm-adjusted p-value}, in `entry`'s class order; a class without a mean on
+  either side is left out (it is not in the family)."""
+  pairs = {c: (a, reference['per_class_iou'][c]) for c, a in entry['per_class_iou'].items()
+           if c in reference['per_class_iou']}
+  pairs = {c: (a, b) for c, (a, b) in pairs.items()
+           if a['mean'] is not None and b['mean'] is not None}
+  tests = {c: welch(a['mean'], a['std'], n, b['mean'], b['std'], n_ref)
+           for c, (a, b) in pairs.items()}
+  adjusted = holm([t['p'] for t in tests.values()])
+  return {c: {**t, 'adjusted': float(p)} for (c, t), p in zip(tests.items(), adjusted)}

@@ -75,10 +75,11 @@ def test_report_renders_every_file(runs, tmp_path):
   assert result['reference'] == 'mcce'
   assert result['labels']['mcce']['runs'] == [runs['mcce_s0'], runs['mcce_s1']]
   for name in ('report.md', 'report.csv', 'report.json', 'per_class_iou.png', 'fairness.png',
-               'qualitative.png', 'confusion.png', 'confusion.pdf', 'pareto.png', 'pareto.pdf'):
+               'qualitative.png', 'confusion.png', 'confusion.pdf', 'pareto.png', 'pareto.pdf',
+               'per_class_difference.png', 'per_class_difference.pdf'):
     assert (out / name).stat().st_size > 0, name
   for name in ('per_class_iou.png', 'fairness.png', 'qualitative.png', 'confusion.png',
-               'pareto.png'):
+               'pareto.png', 'per_class_difference.png'):
     with Image.open(out / name) as image:
       assert image.width >= 400 and image.height >= 300, (name, image.size)
       assert np.asarray(image.convert('L')).std() > 5, f'{name} looks blank'

@@ -76,3 +76,25 @@ def test_holm_rejects_exactly_what_the_step_down_procedure_rejects(p, alpha):
   assert np.all(rejected[np.minimum(1, p * m) <= alpha])
   order = np.argsort(p, kind='stable')
   assert np.all(np.diff(adjusted[order]) >= 0)
+
+
+def test_per_class_is_welch_on_the_raw_samples_with_holm_over_the_shared_classes():
+  rng = np.random.default_rng(0)
+  runs_a, runs_b = rng.normal(50, 5, (5, 4)), rng.normal(45, 3, (4, 4))
+  runs_a[:, 0] += 20  # one class clearly better
+
+  def entry(runs, missing):
+    return {'per_class_iou': {
+        f'c{k}': {'mean': None, 'std': None} if k == missing else
+                 {'mean': float(runs[:, k].mean()), 'std': float(runs[:, k].std(ddof=1))}
+        for k in range(4)}}
+
+  tests = stats.per_class(entry(runs_a, None), entry(runs_b, 3), 5, 4)
+  assert list(tests) == ['c0', 'c1', 'c2']  # c3: no mean for the reference, not in the family
+  p = [scipy_stats.ttest_ind(runs_a[:, k], runs_b[:, k], equal_var=False).pvalue
+       for k in range(3)]
+  np.testing.assert_allclose([t['p'] for t in tests.values()], p, rtol=1e-9)
+  np.testing.assert_allclose([t['adjusted'] for t in tests.values()], stats.holm(p), rtol=1e-9)
+  np.testing.assert_allclose([t['diff'] for t in tests.values()],
+                             runs_a[:, :3].mean(0) - runs_b[:, :3].mean(0))
+  assert tests['c0']['adjusted'] <= stats.ALPHA

@@ -6,9 +6,9 @@ Reads each run's config.json and latest evaluation (RUN/eval/<step>.json), group
 label (the config's `name`, or --labels; several runs under one label are seeds: mean +- std),
 and writes report.md, report.csv, report.json, and the figures per_class_iou,
 per_class_difference (each label minus the reference, per class, differences beyond seed
-noise framed), fairness, pareto (mIoU against the reference's worst classes), confusion and qualitative (validation
-images where the reference's worst classes appear, with every label's prediction), each as
-.png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
+noise framed), fairness, pareto (mIoU against the reference's worst classes), confusion and
+qualitative (validation images where the reference's worst classes appear, with every
+label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
 """
 
 from __future__ import annotations

@@ -428,10 +428,7 @@ def _interval(c: dict) -> str:
 def classes_beyond_noise(entry: dict, reference: dict, n: int, n_ref: int) -> tuple[int, int]:
   """(better, worse): classes whose IoU differs from the reference's at ALPHA after Holm's
   correction over the classes present in both (Welch per class)."""
-  tests = stats.per_class(entry, reference, n, n_ref).values()
-  better = sum(bool(t['adjusted'] <= ALPHA and t['diff'] > 0) for t in tests)
-  worse = sum(bool(t['adjusted'] <= ALPHA and t['diff'] < 0) for t in tests)
-  return better, worse
+  return stats.beyond_noise(stats.per_class(entry, reference, n, n_ref), ALPHA)
 
 
 def summary(report_json: dict, families: dict[str, list[str]] | None = None) -> str:

@@ -8,7 +8,8 @@ and writes report.md, report.csv, report.json, and the figures per_class_iou,
 per_class_difference (each label minus the reference, per class, differences beyond seed
 noise framed), fairness, pareto (mIoU against the reference's worst classes), confusion and
 qualitative (validation images where the reference's worst classes appear, with every
-label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's IoU, worst first.
+label's prediction), each as .png and .pdf, into DIR. Classes are sorted by the reference's
+IoU, worst first.
 """
 
 from __future__ import annotations
@@ -337,8 +338,7 @@ def plot_class_differences(report: dict, out: str, alpha: float = stats.ALPHA) -
       if name in tests:
         diff[r, c] = tests[name]['diff']
         beyond[r, c] = tests[name]['adjusted'] <= alpha
-    better = int(np.sum(beyond[r] & (diff[r] > 0)))
-    names.append(f'{label} ({better} / {int(np.sum(beyond[r])) - better})')
+    names.append('{} ({} / {})'.format(label, *stats.beyond_noise(tests, alpha)))
   limit = float(np.nanmax(np.abs(diff))) if np.any(np.isfinite(diff)) else 1.0
   text = len(classes) <= 40  # the numbers fit in the cells
   fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(classes) + 3.5),

@@ -81,3 +81,11 @@ def per_class(entry: dict, reference: dict, n: int, n_ref: int) -> dict[str, dic
            for c, (a, b) in pairs.items()}
   adjusted = holm([t['p'] for t in tests.values()])
   return {c: {**t, 'adjusted': float(p)} for (c, t), p in zip(tests.items(), adjusted)}
+
+
+def beyond_noise(tests: dict[str, dict[str, float]], alpha: float = ALPHA) -> tuple[int, int]:
+  """(better, worse): how many of per_class()'s classes differ at `alpha` after Holm's
+  correction, in either direction."""
+  better = sum(bool(t['adjusted'] <= alpha and t['diff'] > 0) for t in tests.values())
+  worse = sum(bool(t['adjusted'] <= alpha and t['diff'] < 0) for t in tests.values())
+  return better, worse

@@ -98,3 +98,4 @@ def test_per_class_is_welch_on_the_raw_samples_with_holm_over_the_shared_classes
   np.testing.assert_allclose([t['diff'] for t in tests.values()],
                              runs_a[:, :3].mean(0) - runs_b[:, :3].mean(0))
   assert tests['c0']['adjusted'] <= stats.ALPHA
+  assert stats.beyond_noise(tests) == (1, 0)  # c2 (+7.1, adjusted p 0.065) is not beyond

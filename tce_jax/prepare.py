@@ -40,6 +40,12 @@ def _define_flags():
 def check_archives(dataset: str, manual_dir: str | None):
   """Raises FileNotFoundError / ValueError naming each missing or broken archive."""
   spec = datasets.DATASETS[dataset]
+  if spec.check_manual_dir is not None:
+    if not manual_dir:
+      raise ValueError(f'--manual_dir is required for {dataset}: the folder with its files '
+                       f'(docs/{dataset}.md)')
+    spec.check_manual_dir(manual_dir)
+    return
   if not spec.archives:
     return
   if not manual_dir:

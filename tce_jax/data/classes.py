@@ -8,8 +8,9 @@ IGNORE_INDEX = 255  # the label of pixels that are not scored (the one definitio
 
 
 def class_tag(name: str) -> str:
-  """A class name as a TensorBoard tag component ('traffic light' -> 'traffic_light')."""
-  return name.replace(' ', '_')
+  """A class name as a TensorBoard tag component ('traffic light' -> 'traffic_light',
+  'sign/symbol' -> 'sign_symbol': a slash would open a new level of tags)."""
+  return name.replace(' ', '_').replace('/', '_')
 
 # Cityscapes' 19 evaluation classes in train-id order, with the official colours
 # (cityscapesScripts, labels.py).
@@ -101,3 +102,16 @@ ADE20K_PALETTE = np.array([
     [25, 194, 194], [102, 255, 0], [92, 0, 255]], dtype=np.uint8)
 
 ADE20K_LABEL_MAP = label_lut({stored: stored - 1 for stored in range(1, 151)})
+
+# CamVid's 11-class benchmark (the SegNet tutorial's split) in label order, with the colours of
+# that benchmark's own visualisation; stored id 11 (void) is ignored.
+CAMVID_CLASSES: tuple[str, ...] = (
+    'sky', 'building', 'pole', 'road', 'pavement', 'tree', 'sign/symbol', 'fence', 'car',
+    'pedestrian', 'bicyclist')
+
+CAMVID_PALETTE = np.array([
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+    (0, 128, 192)], dtype=np.uint8)
+
+CAMVID_LABEL_MAP = label_lut({stored: stored for stored in range(11)})

@@ -37,6 +37,8 @@ class DatasetSpec:
   image_key: str = 'image'  # feature name of the image in the tfds records
   archives: tuple[str, ...] = ()  # files the manual download must put in manual_dir
   valid_ids: tuple[int, ...] | None = None  # stored label ids that may occur (None: 0..K-1)
+  # Checks a manual_dir that holds a folder rather than `archives` (raises naming the layout).
+  check_manual_dir: Callable[[str], Any] | None = None
 
   @property
   def num_classes(self) -> int:
@@ -64,6 +66,16 @@ def _ade20k_builder(config: ml_collections.ConfigDict):
   return Ade20kSceneParsing(data_dir=config.dataset.data_dir, file_format='array_record')
 
 
+def _camvid_builder(config: ml_collections.ConfigDict):
+  from tce_jax.data.camvid import CamVid  # pylint: disable=g-import-not-at-top
+  return CamVid(data_dir=config.dataset.data_dir, file_format='array_record')
+
+
+def _camvid_locate(manual_dir: str):
+  from tce_jax.data.camvid import locate  # pylint: disable=g-import-not-at-top
+  return locate(manual_dir)
+
+
 # config.dataset.name -> spec.
 DATASETS: dict[str, DatasetSpec] = {
     'synthetic': DatasetSpec(classes.CITYSCAPES_CLASSES, classes.CITYSCAPES_PALETTE,
@@ -78,6 +90,9 @@ DATASETS: dict[str, DatasetSpec] = {
                           label_map=classes.ADE20K_LABEL_MAP,
                           archives=('ADEChallengeData2016.zip',),
                           valid_ids=tuple(range(151))),
+    'camvid': DatasetSpec(classes.CAMVID_CLASSES, classes.CAMVID_PALETTE, _camvid_builder,
+                          label_map=classes.CAMVID_LABEL_MAP, valid_ids=tuple(range(12)),
+                          check_manual_dir=_camvid_locate),
 }
 
 

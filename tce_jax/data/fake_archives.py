@@ -1,4 +1,4 @@
-"""Fake Cityscapes and ADE20k archives in the official layout, for rehearsals and tests.
+"""Fake Cityscapes, ADE20k and CamVid archives in the official layouts, for rehearsals and tests.
 
 The real datasets cannot be downloaded by a script (both need an account or a licence click),
 so the whole real-data path (`tce_jax.prepare`, the real configs, evaluation under the paper's
@@ -148,3 +148,67 @@ def make_ade20k_archive(folder: str, *, training_sizes: Sequence[tuple[int, int]
     z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
     z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
   return path
+
+
+# Fake CamVid (the SegNet layout): (split folder, list name, image count) of each split.
+CAMVID_SPLITS = (('train', 4), ('val', 2), ('test', 2))
+
+
+def camvid_label(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+  """CamVid ids: sky, building, road, pavement, a car, a pole, a pedestrian, void at the
+  bottom; every 11th class appears in a large enough split through the car's position."""
+  h, w = size
+  label = np.zeros((h, w), np.uint8)  # sky
+  label[h // 4:h // 2] = 1  # building
+  label[h // 2:] = 3  # road
+  label[h // 2:h // 2 + h // 8, : w // 3] = 4  # pavement
+  left = int(rng.integers(0, w - w // 4))
+  label[h // 2 + h // 8:h // 2 + h // 4, left:left + w // 4] = 8  # car
+  label[h // 4:h // 2 + h // 8, w // 2:w // 2 + max(1, w // 60)] = 2  # pole
+  label[h // 2 - h // 8:h // 2 + h // 8, w // 8:w // 8 + w // 40] = 9  # pedestrian
+  label[-max(1, h // 20):] = 11  # void
+  return label
+
+
+def make_camvid_folder(folder: str, *, size: tuple[int, int] = (360, 480),
+                       splits: Sequence[tuple[str, int]] = CAMVID_SPLITS,
+                       zipped: bool = False, problem: str | None = None) -> str:
+  """CamVid/ in `folder` in the SegNet tutorial's layout (file lists with the absolute paths
+  of that repository's machine, `<split>/` and `<split>annot/`), images of `size`. `zipped`
+  writes CamVid.zip holding the folder instead. `problem` damages it: 'bad_label' puts id 12
+  into the second training label, 'mismatch' makes the first val label 2 rows short,
+  'unreadable' truncates the first test image, 'missing' removes the first training
+  annotation. Returns the folder's (or the zip's) path."""
+  rng = np.random.default_rng(0)
+  h, w = size
+  files: dict[str, bytes] = {}
+  for split, count in splits:
+    lines = []
+    for i in range(count):
+      stem = f'0001TP_{i:06d}' if split != 'test' else f'Seq05VD_f{i:05d}'
+      image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+      label = camvid_label(rng, size)
+      if problem == 'bad_label' and split == 'train' and i == 1:
+        label[0, 0] = 12
+      if problem == 'mismatch' and split == 'val' and i == 0:
+        label = label[:-2]
+      image_bytes = png(image)
+      if problem == 'unreadable' and split == 'test' and i == 0:
+        image_bytes = image_bytes[:len(image_bytes) // 3]
+      files[f'{split}/{stem}.png'] = image_bytes
+      if not (problem == 'missing' and split == 'train' and i == 0):
+        files[f'{split}annot/{stem}.png'] = png(label)
+      lines.append(f'/SegNet/CamVid/{split}/{stem}.png /SegNet/CamVid/{split}annot/{stem}.png')
+    files[f'{split}.txt'] = ('\n'.join(lines) + '\n').encode()
+  if zipped:
+    path = os.path.join(folder, 'CamVid.zip')
+    with zipfile.ZipFile(path, 'w') as z:
+      for name, data in files.items():
+        z.writestr(f'CamVid/{name}', data)
+    return path
+  root = os.path.join(folder, 'CamVid')
+  for name, data in files.items():
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    with open(os.path.join(root, name), 'wb') as f:
+      f.write(data)
+  return root

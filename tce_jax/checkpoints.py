@@ -7,6 +7,7 @@ sampler nor the training data. Both go through `restore`, with the same error me
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import Any, Callable
@@ -70,7 +71,13 @@ def restore(checkpoints: ocp.CheckpointManager, step: int | None, target: PyTree
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
     raise CheckpointCorruptError(
         f'The checkpoint of step {step} in {where} cannot be read (its files are damaged: '
-        f'{type(e).__name__}: {str(e)[:300]})') from e
+        f'{_reason(e)})') from e
+
+
+def _reason(error: Exception) -> str:
+  """An orbax / TensorStore error as one short line (their messages carry whole specs)."""
+  text = ' '.join(f'{type(error).__name__}: {error}'.split())
+  return text if len(text) <= 160 else text[:157] + '...'
 
 
 def _leaf_shapes(tree: PyTree) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -96,7 +103,7 @@ def _saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> dict[tuple, 
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
     raise CheckpointCorruptError(
         f'The checkpoint of step {step} in {checkpoints.directory} cannot be read (its '
-        f'metadata: {type(e).__name__}: {str(e)[:200]})') from e
+        f'metadata: {_reason(e)})') from e
 
 
 def _mismatch(checkpoints: ocp.CheckpointManager, step: int, target: PyTree, *,
@@ -121,34 +128,45 @@ def _mismatch(checkpoints: ocp.CheckpointManager, step: int, target: PyTree, *,
 def restore_latest(checkpoints: ocp.CheckpointManager, target: PyTree) -> PyTree | None:
   """The newest checkpoint that restores into `target` (None when there is none).
 
-  A damaged checkpoint is logged with the reason, moved aside (renamed to
-  `corrupt-<step>-<time>`, never deleted) and the next older one is tried; a checkpoint
-  that does not fit the config is an error (an older one would not fit either).
+  A damaged checkpoint is logged in one line (which step, why, where it moved), moved aside
+  (renamed to `corrupt-<step>-<time>`, never deleted) and the next older one is tried; a
+  checkpoint that does not fit the config is an error (an older one would not fit either).
+  When every checkpoint was damaged, CheckpointCorruptError says where they went and how to
+  start over.
   """
-  failures = []
+  moved = []
   for step in sorted(checkpoints.all_steps(), reverse=True):
     try:
       return restore(checkpoints, step, target)
     except CheckpointCorruptError as e:
-      logging.warning('%s; falling back to an older checkpoint.', e)
-      failures.append(str(e))
-      _move_aside(checkpoints, step)
-  if failures:
-    raise CheckpointCorruptError('No checkpoint could be restored:\n' + '\n'.join(failures))
+      aside = _move_aside(checkpoints, step)
+      logging.warning('%s; moved it to %s and trying an older checkpoint.', e, aside)
+      moved.append(aside)
+  if moved:
+    raise CheckpointCorruptError(
+        f'No checkpoint in {checkpoints.directory} could be restored: the damaged ones were '
+        f'moved to {", ".join(moved)}. The run\'s records (config.json, config_history/, '
+        'eval/) are kept. To train this run again from step 0, pass --restart_from_scratch '
+        '(its records move to WORKDIR/previous-<time>/ first), or use another --workdir.')
   return None
 
 
-def _move_aside(checkpoints: ocp.CheckpointManager, step: int) -> None:
+def damaged(workdir: str) -> list[str]:
+  """The damaged checkpoints `restore_latest` moved aside in `workdir`."""
+  return sorted(glob.glob(os.path.join(directory(workdir), 'corrupt-*')))
+
+
+def _move_aside(checkpoints: ocp.CheckpointManager, step: int) -> str:
   """Renames a damaged step directory so that orbax no longer lists it (and a new save of
-  that step does not collide with it)."""
-  directory = os.fspath(checkpoints.directory)
+  that step does not collide with it); returns its new path."""
+  folder = os.fspath(checkpoints.directory)
+  aside = os.path.join(folder, f'corrupt-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
   if jax.process_index() == 0:
-    aside = os.path.join(directory, f'corrupt-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
-    os.rename(os.path.join(directory, str(step)), aside)
-    logging.warning('Moved the damaged checkpoint of step %d to %s.', step, aside)
+    os.rename(os.path.join(folder, str(step)), aside)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'damaged checkpoint {step} moved aside')
   checkpoints.reload()
+  return aside
 
 
 def save(checkpoints: ocp.CheckpointManager, step: int, state: PyTree) -> None:

@@ -29,6 +29,9 @@ flags.DEFINE_bool('allow_config_changes', False, 'Resume a run with config value
                   'what it trains (seed, loss, tilt, steps, ...); without it such a resume is '
                   'refused, naming the fields. Each accepted config is kept in '
                   'WORKDIR/config_history/<step>.json.')
+flags.DEFINE_bool('restart_from_scratch', False, 'Train a workdir whose checkpoints were all '
+                  'damaged again from step 0; its records move to WORKDIR/previous-<time>/ '
+                  'first. Without it such a workdir is refused (its run is kept).')
 flags.DEFINE_bool('distributed', False, 'Multi-host: start JAX\'s distributed runtime from the '
                   'cluster environment (SLURM, Open MPI, ...) instead of the three flags above.')
 flags.DEFINE_bool('print_config', False, 'Print the effective config (the file with the '
@@ -64,7 +67,8 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     record = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                      allow_config_changes=FLAGS.allow_config_changes)
+                                      allow_config_changes=FLAGS.allow_config_changes,
+                                      restart_from_scratch=FLAGS.restart_from_scratch)
   except train.Interrupted as e:
     logging.warning('%s', e)
     raise SystemExit(128 + e.signum) from e  # as a process killed by the signal reports

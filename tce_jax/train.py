@@ -406,11 +406,14 @@ class _StopSignals:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_changes: bool = False) -> dict:
+                       allow_config_changes: bool = False,
+                       restart_from_scratch: bool = False) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last eval.
 
   One process at a time per workdir (a lock). A resume compares `config` with the run's
-  saved one and refuses changes that alter the run unless `allow_config_changes`. SIGTERM /
+  saved one and refuses changes that alter the run unless `allow_config_changes`. A run
+  whose checkpoints were all damaged is not trained again from step 0 unless
+  `restart_from_scratch` (its records are then moved aside, not deleted). SIGTERM /
   SIGINT save a checkpoint of the step reached and raise `Interrupted`.
   """
   config_validation.validate_config(config, jax.device_count(), jax.process_count())
@@ -418,11 +421,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.check_writable(workdir)
   holds_lock = jax.process_index() == 0  # the processes of one run share process 0's lock
   with workdir_lib.lock(workdir) if holds_lock else contextlib.nullcontext():
-    return _train_and_evaluate(build_experiment(config), workdir, allow_config_changes)
+    return _train_and_evaluate(build_experiment(config), workdir, allow_config_changes,
+                               restart_from_scratch)
 
 
-def _train_and_evaluate(experiment: Experiment, workdir: str,
-                        allow_config_changes: bool) -> dict:
+def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_changes: bool,
+                        restart_from_scratch: bool) -> dict:
   config, class_names = experiment.config, experiment.spec.class_names
   lead = jax.process_index() == 0  # writes the records
   state = experiment.initial_state()
@@ -434,13 +438,15 @@ def _train_and_evaluate(experiment: Experiment, workdir: str,
     if restored is not None:
       state = restored
       logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+    elif lead:  # all checkpoints damaged earlier: the run is kept unless told to start over
+      workdir_lib.check_fresh_start(workdir, checkpoints_lib.damaged(workdir),
+                                    restart=restart_from_scratch)
     start_step, num_steps = int(state.step), config.train.num_steps
     if lead:  # what `evaluate` and `report` read back; refuses a drifted config
       workdir_lib.record_config(workdir, config, start_step,
                                 allow_changes=allow_config_changes)
       workdir_lib.record_environment(workdir, start_step)
-      if start_step > 0:
-        workdir_lib.drop_events_after(workdir, start_step)
+      workdir_lib.drop_events_after(workdir, start_step)  # at step 0 too (died unsaved)
     evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,
                                         experiment.mesh)
     writer = metric_writers.create_default_writer(workdir, just_logging=not lead)

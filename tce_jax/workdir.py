@@ -2,11 +2,14 @@
 of the configs it ran with (config.json and its history), checked when a run resumes.
 
 WORKDIR/
-  .lock                   {"host", "pid", "since"} of the process training in it
+  .lock                   {"host", "pid", "since"} of the process training in it (an OS
+                          lock on the file is the lock; see `lock`)
   config.json             the config in effect (what `evaluate` and `report` read)
   config_history/<step>.json
                           each config the run used, named by the step it took effect at
-                          (0.json is the original; never overwritten)
+                          (0.json: the config it started with; replaced only
+                          by --allow_config_changes before any checkpoint)
+  previous-<time>/        an earlier run's records, moved there by --restart_from_scratch
   environment/<step>.json the code, packages and machine of each training process, named by
                           the step it started at: XLA:CPU compiles for the host's CPU, so a
                           run re-trained on another CPU differs in its last bits (and after
@@ -16,6 +19,8 @@ WORKDIR/
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import glob
 import importlib.metadata
 import json
@@ -23,7 +28,6 @@ import os
 import platform
 import socket
 import subprocess
-import threading
 import time
 from typing import Any, Iterator
 
@@ -35,8 +39,6 @@ from tce_jax import records
 from tce_jax.configs import default
 
 LOCK = '.lock'
-HEARTBEAT_S = 30.0  # the holder touches the lock this often
-STALE_AFTER_S = 600.0  # a lock of another host untouched this long is a dead holder's
 
 # Fields a resumed run may change freely: where data and logs go, how often things are
 # logged, evaluated and saved, evaluation's own settings, and loader resources. Every other
@@ -93,67 +95,59 @@ def _holder() -> dict[str, Any]:
   return {'host': socket.gethostname(), 'pid': os.getpid(), 'since': time.time()}
 
 
-def _alive(holder: dict[str, Any], age_s: float) -> bool:
-  """Whether the process that wrote `holder` may still run."""
-  if holder.get('host') != socket.gethostname():
-    return age_s < STALE_AFTER_S  # another host: alive while it keeps the heartbeat
+def _read_holder(fd: int) -> dict[str, Any]:
+  """The holder's {"host", "pid", "since"}, or {} while it has not written them yet."""
   try:
-    os.kill(int(holder['pid']), 0)
-  except ProcessLookupError:
-    return False
-  except (PermissionError, KeyError, TypeError, ValueError):
-    return True  # exists but is not ours, or unreadable: assume alive
-  return True
+    return json.loads(os.pread(fd, 4096, 0).decode() or '{}')
+  except (OSError, ValueError):
+    return {}
 
 
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
-  """Holds WORKDIR/.lock while the block runs (one process per run: multi-host runs take it
-  on process 0 only). A second process fails at once, naming the holder. A holder that died
-  (its pid is gone on this host, or its heartbeat stopped for STALE_AFTER_S on another) does
-  not keep it: its lock is taken over, with a warning."""
+  """Holds WORKDIR/.lock while the block runs: one process per run (multi-host runs take it
+  on process 0 only). A second process fails at once, naming the holder.
+
+  The lock is the operating system's (`fcntl.flock` on the open file), so taking it is
+  atomic and it dies with its holder: a process killed in any way leaves a lock file that the
+  next run takes at once. The file only says who holds it. The holder removes the file while
+  still holding the lock, and a process that locked a file already removed (it opened the
+  path just before) sees that the path now names another file and tries again, so two
+  processes never hold the lock together. On a network file system shared by several hosts
+  (NFS), Linux turns flock into a whole-file POSIX lock held by the server, so the lock is
+  also exclusive across hosts; a host that dies releases its locks when the server's lease on
+  them ends (NFSv4: about 90 s).
+  """
   path = os.path.join(workdir, LOCK)
-  for _ in range(3):
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      try:
-        with open(path) as f:
-          holder = json.load(f)
-        age = time.time() - os.path.getmtime(path)
-      except (OSError, ValueError):
-        holder, age = {}, STALE_AFTER_S  # vanished or half-written: look again
-      if holder and _alive(holder, age):
-        raise WorkdirError(
-            f'{workdir} is in use by process {holder.get("pid")} on {holder.get("host")} '
-            f'(since {time.ctime(holder.get("since", 0))}; {path}). Wait for it, stop it, or '
-            'use another --workdir.') from None
-      if holder:
-        logging.warning('Taking over the lock of a dead run (%s): %s', path, holder)
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-      continue
-    with os.fdopen(fd, 'w') as f:
-      json.dump(_holder(), f)
-    break
-  else:
-    raise WorkdirError(f'Could not take the lock {path}')
-  stop = threading.Event()
-
-  def heartbeat():
-    while not stop.wait(HEARTBEAT_S):
-      with contextlib.suppress(OSError):
-        os.utime(path)
-
-  thread = threading.Thread(target=heartbeat, name='workdir-lock', daemon=True)
-  thread.start()
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = _read_holder(fd)
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise WorkdirError(f'Cannot lock {path}: {e}') from None
+      who = (f'process {holder.get("pid")} on {holder.get("host")} (since '
+             f'{time.ctime(holder.get("since", 0))}; {path})' if holder
+             else f'another process (starting; {path})')
+      raise WorkdirError(f'{workdir} is in use by {who}. Wait for it, stop it, or use another '
+                         '--workdir.') from None
+    try:
+      current = os.stat(path)
+    except FileNotFoundError:
+      current = None
+    if current is not None and os.path.samestat(os.fstat(fd), current):
+      break
+    os.close(fd)  # locked a file its holder removed on release: lock the new one
   try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(_holder()).encode(), 0)
     yield
   finally:
-    stop.set()
-    thread.join()
     with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
+      os.remove(path)  # still locked: nobody takes the removed file for a free lock
+    os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,16 +206,18 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
                   allow_changes: bool = False) -> None:
   """Checks `config` against the run's saved one and records it.
 
-  At step 0 (nothing trained yet) writes config.json and config_history/0.json. On a resume,
-  a change of a field that alters the run raises WorkdirError naming each field with its old
-  and new values, unless `allow_changes`; an accepted change is logged, written to
-  config_history/<step>.json (the earlier entries are kept), and becomes config.json.
+  A new run writes config.json and config_history/0.json. A workdir that already holds a
+  config (a resume, or a run that died before its first checkpoint and starts again at step
+  0) is compared with it: a change of a field that alters the run raises WorkdirError naming
+  each field with its old and new values, unless `allow_changes`; an accepted change is
+  logged, written to config_history/<step>.json, and becomes config.json (at step 0, where
+  nothing trained was kept, it replaces 0.json; otherwise earlier entries are kept).
   """
   path = os.path.join(workdir, 'config.json')
   history = os.path.join(workdir, 'config_history')
   os.makedirs(history, exist_ok=True)
   current = config_dict(config)
-  if step == 0 or not os.path.exists(path):
+  if not os.path.exists(path):
     if step > 0:
       logging.warning('%s is missing: the run\'s config is recorded anew at step %d.', path,
                       step)
@@ -232,7 +228,7 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
   if not changes:
     return
   refused = harmful(changes)
-  if refused and not allow_changes:
+  if refused and not allow_changes:  # at step 0 too: a run that died before its checkpoint
     lines = '\n'.join(f'  config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
     raise WorkdirError(
         f'{workdir} holds a run made with another config (at step {step}); resuming it with '
@@ -242,6 +238,33 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
     logging.warning('Resuming at step %d with config.%s changed: %r -> %r.', step, k, old, new)
   records.write_json(os.path.join(history, f'{step}.json'), current)
   records.write_json(path, current)
+
+
+def check_fresh_start(workdir: str, damaged: list[str], *, restart: bool) -> None:
+  """Called when a run finds no checkpoint to resume from. A workdir whose checkpoints were
+  all damaged (`damaged`: where they were moved) still holds its run: without `restart` this
+  refuses to train it from step 0 (WorkdirError naming what is where); with it, the run's
+  records move to WORKDIR/previous-<time>/ (nothing is deleted) and the workdir starts anew.
+  """
+  if not damaged:
+    return
+  if not restart:
+    raise WorkdirError(
+        f'{workdir} holds a run whose checkpoints were all damaged (moved to '
+        f'{", ".join(damaged)}); its records (config.json, config_history/, eval/) are kept. '
+        'To train it again from step 0, pass --restart_from_scratch (its records move to '
+        f'{workdir}/previous-<time>/ first), or use another --workdir.')
+  previous = os.path.join(workdir, f'previous-{time.strftime("%Y%m%d-%H%M%S")}')
+  os.makedirs(previous)
+  for name in sorted(os.listdir(workdir)):
+    if (name in ('config.json', 'config_history', 'eval', ENVIRONMENT_DIR, 'predictions')
+        or name.startswith('events.out.tfevents.')):
+      os.rename(os.path.join(workdir, name), os.path.join(previous, name))
+  os.makedirs(os.path.join(previous, 'checkpoints'))
+  for path in damaged:
+    os.rename(path, os.path.join(previous, 'checkpoints', os.path.basename(path)))
+  logging.warning('Restarting %s from step 0: the earlier run\'s records and damaged '
+                  'checkpoints moved to %s.', workdir, previous)
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,13 +371,15 @@ def drop_events_after(workdir: str, step: int) -> int:
   checkpoint a run resumes from): the resumed run logs those steps again, and TensorBoard
   would show both. Returns the number of events dropped. A file truncated by a kill keeps its
   readable records."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; only on resume)
+  names = [name for name in sorted(os.listdir(workdir))
+           if name.startswith('events.out.tfevents.') and not name.endswith('.tmp')]
+  if not names:
+    return 0
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; only when needed)
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
 
   dropped = 0
-  for name in sorted(os.listdir(workdir)):
-    if not name.startswith('events.out.tfevents.') or name.endswith('.tmp'):
-      continue
+  for name in names:
     path = os.path.join(workdir, name)
     kept, removed = [], 0
     try:

@@ -252,25 +252,112 @@ def test_workdir_too_long_for_a_checkpoint_fails_at_start(make_tiny_config, tmp_
     train.train_and_evaluate(make_tiny_config(), str(deep))
 
 
-# 2. One process per workdir; a dead holder's lock is taken over.
-def test_lock_of_a_live_holder_refuses_and_of_a_dead_one_is_taken_over(make_tiny_config,
-                                                                       tmp_path):
+# 2. One process per workdir; a killed holder's lock is free at once.
+def test_lock_of_a_live_holder_refuses_and_of_a_killed_one_is_free(make_tiny_config, tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
   lock = workdir / workdir_lib.LOCK
-  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\nfrom tce_jax import workdir\n'
+       'with workdir.lock(sys.argv[1]):\n  print("held", flush=True)\n  time.sleep(120)',
+       str(workdir)], cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True)
   try:
-    lock.write_text(json.dumps({'host': socket.gethostname(), 'pid': holder.pid,
-                                'since': time.time()}))
+    assert holder.stdout.readline().strip() == 'held'
     start = time.time()
     with pytest.raises(workdir_lib.WorkdirError, match=f'in use by process {holder.pid}'):
       train.train_and_evaluate(make_tiny_config({'train.num_steps': 2}), str(workdir))
     assert time.time() - start < 60 and lock.exists()
   finally:
-    holder.kill()
+    holder.kill()  # SIGKILL: no clean-up; the lock file stays, its OS lock dies
     holder.wait()
+  assert lock.exists()
   train.train_and_evaluate(make_tiny_config({'train.num_steps': 2}), str(workdir))
   assert not lock.exists()  # released at the end
+
+
+_LOCK_RACER = """
+import os, sys, time
+from tce_jax import workdir
+folder, go, trials, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+open(go + '.ready.' + str(os.getpid()), 'w').close()
+while not os.path.exists(go):
+  time.sleep(0.005)
+start = float(open(go).read())
+for trial in range(trials):
+  time.sleep(max(0.0, start + 0.4 * trial - time.time()))
+  try:
+    with workdir.lock(folder):
+      entered = time.time()
+      time.sleep(0.1)
+      with open(log, 'a') as f:
+        f.write(f'{trial} {os.getpid()} {entered} {time.time()}\\n')
+  except workdir.WorkdirError:
+    pass
+"""
+
+
+def test_lock_race_never_has_two_holders(tmp_path):
+  """Six processes take the lock at one instant, ten times over: never two holders at once
+  (the file-based lock this replaced let two in, in most trials)."""
+  folder, go, log = tmp_path / 'run', tmp_path / 'go', tmp_path / 'holders.log'
+  folder.mkdir()
+  racers = [subprocess.Popen([sys.executable, '-c', _LOCK_RACER, str(folder), str(go), '10',
+                              str(log)], cwd=ROOT, env=subprocess_env()) for _ in range(6)]
+  deadline = time.time() + 120
+  while len(glob.glob(f'{go}.ready.*')) < len(racers):
+    assert time.time() < deadline and all(r.poll() is None for r in racers)
+    time.sleep(0.05)
+  go.write_text(str(time.time() + 0.5))
+  assert all(r.wait(timeout=120) == 0 for r in racers)
+  held = sorted((float(entered), float(left), trial) for trial, _, entered, left in
+                (line.split() for line in log.read_text().splitlines()))
+  assert {trial for _, _, trial in held} == {str(t) for t in range(10)}  # someone each time
+  for (_, left, _), (entered, _, _) in zip(held, held[1:]):
+    assert entered >= left, 'two processes held the workdir lock at once'
+  assert not (folder / workdir_lib.LOCK).exists()
+
+
+# 2b. A workdir whose checkpoints were all damaged stays its run's workdir.
+def test_all_checkpoints_damaged_then_two_reruns(finished_run, tmp_path):
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  for data in glob.glob(str(workdir / 'checkpoints' / '*' / 'default' / 'ocdbt.process_0' /
+                            'd' / '*')):
+    os.remove(data)
+  kept = {name: (workdir / name).read_bytes()
+          for name in ('config.json', 'config_history/0.json', 'eval/4.json')}
+  with pytest.raises(ValueError, match=r'No checkpoint in .* could be restored: the damaged '
+                                       r'ones were moved to .*corrupt-4-.*--restart_from_scratch'):
+    train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
+  other = config.copy_and_resolve_references()
+  other.seed, other.tce.t = 7, 5.0
+  with pytest.raises(workdir_lib.WorkdirError, match=r'checkpoints were all damaged .*'
+                                                     r'--restart_from_scratch'):
+    train.train_and_evaluate(other, str(workdir))
+  assert {name: (workdir / name).read_bytes() for name in kept} == kept
+  assert not os.path.exists(workdir / '.lock')
+  record = train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir),
+                                    restart_from_scratch=True)
+  assert record['step'] == 4
+  previous, = glob.glob(str(workdir / 'previous-*'))
+  assert open(os.path.join(previous, 'eval', '4.json'), 'rb').read() == kept['eval/4.json']
+  assert len(glob.glob(os.path.join(previous, 'checkpoints', 'corrupt-*'))) == 2
+  assert not glob.glob(str(workdir / 'checkpoints' / 'corrupt-*'))
+
+
+def test_rerun_before_the_first_checkpoint_refuses_another_config(finished_run, tmp_path):
+  """A run that died before its first checkpoint keeps its config: a rerun with another seed
+  is refused like a resume (it used to overwrite config_history/0.json)."""
+  config, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  shutil.rmtree(workdir / 'checkpoints')
+  shutil.rmtree(workdir / 'eval')
+  saved = (workdir / 'config_history' / '0.json').read_text()
+  other = config.copy_and_resolve_references()
+  other.seed = 7
+  with pytest.raises(workdir_lib.WorkdirError, match=rf'config\.seed: {config.seed!r} -> 7'):
+    train.train_and_evaluate(other, str(workdir))
+  assert (workdir / 'config_history' / '0.json').read_text() == saved
 
 
 # 3 (+2, 4, 10 across processes). SIGTERM: save, exit 143, resume bit-identically.

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import re
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import flags
 from absl import logging
@@ -50,20 +50,78 @@ def field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str
   return names
 
 
-def _load_config_file(argv: Sequence[str]) -> tuple[str, ml_collections.ConfigDict] | None:
-  """(path, config) of the `--config=PATH` in argv, or None when it cannot be loaded."""
-  for arg in argv:
+def _config_path(argv: Sequence[str]) -> str | None:
+  """The PATH of `--config=PATH` (or `--config PATH`) in argv, without a `:` suffix."""
+  for i, arg in enumerate(argv):
     match = re.fullmatch(r'--config=([^:]+)(?::.*)?', arg)
     if match:
-      path = match.group(1)
-      try:
-        spec = importlib.util.spec_from_file_location('_config_file', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return path, module.get_config()
-      except Exception:  # pylint: disable=broad-except  (reported by the flag itself)
-        return None
+      return match.group(1)
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':')[0]
   return None
+
+
+def _closest_config(path: str) -> str:
+  """' (did you mean configs/x.py?)' for the shipped config whose name is closest."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  close = difflib.get_close_matches(name, available_configs(), n=1, cutoff=0.5)
+  return f' (did you mean configs/{close[0]}.py?)' if close else ' (--help lists the configs)'
+
+
+def load_config_file(path: str) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, module) of a config file; ValueError in one line naming the file when it is
+  missing, does not run (a syntax error, an exception), has no `get_config`, or sets a field
+  that `configs/default.py` lacks and its `NEW_FIELDS` does not declare (a typo in a config
+  file is as costly as one on the command line)."""
+  if not os.path.isfile(path):
+    raise ValueError(f'--config={path}: no such file{_closest_config(path)}')
+  try:
+    spec = importlib.util.spec_from_file_location('_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ValueError(f'--config={path}: syntax error at line {e.lineno}: {e.msg}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'--config={path} fails when loaded: {type(e).__name__}: {e}') from e
+  if not callable(getattr(module, 'get_config', None)):
+    raise ValueError(f'--config={path} defines no get_config() (a config file returns its '
+                     'ConfigDict from get_config(); see configs/default.py)')
+  try:
+    config = module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    line = _line_in(e, path)
+    raise ValueError(f'--config={path}: get_config() raised {type(e).__name__}: {e}{line}') from e
+  from tce_jax.configs import default  # pylint: disable=g-import-not-at-top
+  known = set(field_names(default.get_config())) | set(getattr(module, 'NEW_FIELDS', ()))
+  for name in field_names(config):
+    if name not in known and not any(name.startswith(f'{k}.') for k in known):
+      close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+      hint = f' (did you mean: {", ".join(close)}?)' if close else ''
+      raise ValueError(
+          f'--config={path} sets config.{name}, which configs/default.py does not have{hint}; '
+          "to add a field on purpose, list it in the file's NEW_FIELDS = ('" + name + "',)")
+  return config, module
+
+
+def _line_in(error: Exception, path: str) -> str:
+  """' (line N)' of the innermost frame of `error` in the file `path`."""
+  line, tb = '', error.__traceback__
+  while tb is not None:
+    if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+      line = f' (line {tb.tb_lineno})'
+    tb = tb.tb_next
+  return line
+
+
+def _load_config_file(argv: Sequence[str]) -> tuple[str, ml_collections.ConfigDict] | None:
+  """(path, config) of the `--config=PATH` in argv, or None when it cannot be loaded."""
+  path = _config_path(argv)
+  if path is None:
+    return None
+  try:
+    return path, load_config_file(path)[0]
+  except ValueError:
+    return None
 
 
 def unknown_field_message(argv: Sequence[str]) -> str | None:
@@ -91,7 +149,15 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with one-line errors (exit code 2) and `--help` exiting 0."""
+  """absl's flag parsing, with one-line errors (exit code 2) and `--help` exiting 0. The
+  config file is checked first (`load_config_file`), so that its problems are one line too."""
+  path = _config_path(argv[1:])
+  if path is not None and 'config' in flags.FLAGS and not any(
+      arg.split('=')[0] in HELP_FLAGS for arg in argv[1:]):
+    try:
+      load_config_file(path)
+    except ValueError as e:
+      fail(str(e))
   try:
     return flags.FLAGS(argv)
   except SystemExit as e:

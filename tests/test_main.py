@@ -121,3 +121,50 @@ def test_unknown_field_suggestions():
   assert cli.unknown_field_message(['main', '--config=configs/synthetic_tce.py',
                                     '--config.tce.t=2']) is None
   assert 'tiny' in cli.available_configs() and 'default' in cli.available_configs()
+
+
+BAD_CONFIG_FILES = {
+    'syntax': ('def get_config(:\n', r'syntax error at line 1'),
+    'raises': ('from tce_jax.configs import default\n\ndef get_config():\n'
+               '  config = default.get_config()\n  return config.no_section.x\n',
+               r'get_config\(\) raised AttributeError: .*no_section.* \(line 5\)'),
+    'no_get_config': ('CONFIG = 1\n', r'defines no get_config\(\)'),
+    'top_level_raises': ('raise RuntimeError("broken")\n',
+                         r'fails when loaded: RuntimeError: broken'),
+    'typo': ('from tce_jax.configs import default\n\ndef get_config():\n'
+             '  config = default.get_config()\n  config.train.num_stepz = 10\n  return config\n',
+             r'sets config\.train\.num_stepz, which configs/default.py does not have '
+             r"\(did you mean: train\.num_steps.*\?\); to add a field on purpose, list it in the "
+             r"file's NEW_FIELDS = \('train\.num_stepz',\)"),
+}
+
+
+@pytest.mark.parametrize('problem', sorted(BAD_CONFIG_FILES))
+def test_config_file_problems_are_one_line_naming_the_file(problem, tmp_path):
+  from tce_jax import cli  # pylint: disable=g-import-not-at-top
+  text, message = BAD_CONFIG_FILES[problem]
+  path = tmp_path / f'{problem}.py'
+  path.write_text(text)
+  with pytest.raises(ValueError, match=rf'^--config={path}.*{message}') as error:
+    cli.load_config_file(str(path))
+  assert '\n' not in str(error.value)
+
+
+def test_new_fields_declared_in_a_config_file_are_accepted(tmp_path):
+  from tce_jax import cli  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'extended.py'
+  path.write_text("from tce_jax.configs import default\n\nNEW_FIELDS = ('train.my_field',)\n\n"
+                  'def get_config():\n  config = default.get_config()\n'
+                  '  config.train.my_field = 3\n  return config\n')
+  config, _ = cli.load_config_file(str(path))
+  assert config.train.my_field == 3
+
+
+def test_missing_config_file_is_one_line_naming_the_closest(tmp_path):
+  result = run_main('--config=configs/synthetic_tcee.py', f'--workdir={tmp_path}/run',
+                    '--config.tce.t=1', timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      'Error: --config=configs/synthetic_tcee.py: no such file (did you mean '
+      'configs/synthetic_tce.py?)'], result.stderr[-2000:]
+  assert not (tmp_path / 'run').exists()

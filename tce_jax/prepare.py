@@ -68,11 +68,15 @@ def prepare(dataset: str, *, manual_dir: str | None = None, data_dir: str | None
   config = default.get_config()
   config.dataset.name = dataset
   config.dataset.data_dir = data_dir
-  builder = datasets.get_spec(config).make_builder(config)
+  spec = datasets.get_spec(config)
+  builder = spec.make_builder(config)
   if not builder.is_prepared():
-    builder.download_and_prepare(
-        file_format='array_record',
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    with datasets.preparing(builder):  # a second process waits, then finds it prepared
+      builder = spec.make_builder(config)
+      if not builder.is_prepared():
+        builder.download_and_prepare(
+            file_format='array_record',
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   sizes = {}
   for split in builder.info.splits:
     source = datasets.load_source(config, split)

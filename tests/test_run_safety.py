@@ -416,3 +416,25 @@ def assert_no_duplicate_tensorboard_points(workdir):
         key = (value.tag, event.step)
         seen[key] = seen.get(key, 0) + 1
   assert seen and max(seen.values()) == 1, [k for k, v in seen.items() if v > 1][:5]
+
+
+_GENERATE = """
+import sys
+from tce_jax.configs import tiny
+from tce_jax.data import datasets
+config = tiny.get_config()
+config.dataset.data_dir = sys.argv[1]
+print(len(datasets.load_source(config, 'train')), len(datasets.load_source(config, 'validation')))
+"""
+
+
+def test_concurrent_generation_into_one_new_data_dir(tmp_path):
+  """Two runs that both need the synthetic dataset in one new data_dir: one generates it,
+  the other waits and reuses it (it used to fail renaming tfds' incomplete folder)."""
+  processes = [subprocess.Popen([sys.executable, '-c', _GENERATE, str(tmp_path / 'tfds')],
+                                cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+    assert out.split() == ['48', '8']

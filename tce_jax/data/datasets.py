@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import fcntl
 import io
 import os
 import shutil
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import ml_collections
@@ -103,10 +104,36 @@ def get_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
   return DATASETS[name]
 
 
+@contextlib.contextmanager
+def preparing(builder) -> Iterator[None]:
+  """Holds the dataset folder's preparation lock (an OS lock on `<dataset>/.prepare.lock`,
+  released when its holder ends in any way): two processes preparing or generating one
+  dataset into one data_dir take turns, and the second finds the first one's result."""
+  folder = os.path.dirname(os.fspath(builder.data_dir))
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, '.prepare.lock'), 'a') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info('Another process is preparing the dataset in %s: waiting for it.', folder)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    yield
+
+
 def get_builder(config: ml_collections.ConfigDict):
-  """The dataset's tfds builder; generates a synthetic dataset on first use."""
+  """The dataset's tfds builder; generates a synthetic dataset on first use (one process at
+  a time per data_dir: a second one waits and reuses it)."""
   spec = get_spec(config)
   builder = spec.make_builder(config)
+  if builder.is_prepared():
+    return builder
+  with preparing(builder):
+    builder = spec.make_builder(config)  # another process may have prepared it meanwhile
+    return _prepared(config, spec, builder)
+
+
+def _prepared(config: ml_collections.ConfigDict, spec: DatasetSpec, builder):
+  """`builder` once prepared (generated here if it can be, else FileNotFoundError)."""
   data_dir = os.fspath(builder.data_dir)
   if not builder.is_prepared() and os.path.exists(data_dir):
     # A folder without a valid dataset_info.json (an interrupted preparation): tfds would

@@ -43,6 +43,7 @@ import numpy as np
 import tqdm
 
 from tce_jax import evaluate
+from tce_jax import records as records_lib
 from tce_jax import report
 from tce_jax import stats
 from tce_jax import train
@@ -274,10 +275,8 @@ def store_predictions(workdir: str, indices: list[int]) -> None:
 
 def compare_with_record(workdir: str, record: str, steps: int) -> bool:
   """Whether a run trained again reproduced its record's evaluation exactly; prints which."""
-  with open(os.path.join(workdir, 'eval', f'{steps}.json')) as f:
-    again = json.load(f)
-  with open(os.path.join(record, 'eval', f'{steps}.json')) as f:
-    recorded = json.load(f)
+  again = records_lib.read_json(os.path.join(workdir, 'eval', f'{steps}.json'))
+  recorded = records_lib.read_json(os.path.join(record, 'eval', f'{steps}.json'))
   same = again == recorded
   print(f'{os.path.basename(os.path.normpath(record))} trained again: its evaluation '
         + ('equals the record exactly' if same else
@@ -548,8 +547,7 @@ def benchmark_profile(workdirs: list[str], steps: int) -> tuple[dict, list[str],
   (figures, class names, [seeds, K] per-class IoU with NaN for absent classes)."""
   records = []
   for workdir in workdirs:
-    with open(os.path.join(workdir, 'eval', f'{steps}.json')) as f:
-      records.append(json.load(f))
+    records.append(records_lib.read_json(os.path.join(workdir, 'eval', f'{steps}.json')))
   classes = list(records[0]['per_class_iou'])
   iou = np.array([[np.nan if r['per_class_iou'][c] is None else r['per_class_iou'][c]
                    for c in classes] for r in records], np.float64)

@@ -77,6 +77,7 @@ def restore(checkpoints: ocp.CheckpointManager, step: int | None, target: PyTree
 def _reason(error: Exception) -> str:
   """An orbax / TensorStore error as one short line (their messages carry whole specs)."""
   text = ' '.join(f'{type(error).__name__}: {error}'.split())
+  text = text.split(' See full TensorStore details')[0]
   return text if len(text) <= 160 else text[:157] + '...'
 
 
@@ -181,5 +182,22 @@ def saving(checkpoints: ocp.CheckpointManager, step: int, action: Callable[[], A
   try:
     action()
   except Exception as e:  # pylint: disable=broad-except
+    full = 'No space left on device' in str(e)
+    reason = ('the disk is full (No space left on device); free space (docs/reliability.md: '
+              'lower --config.train.keep_checkpoints, which prunes older checkpoints at the '
+              'next start) and run the same command again to resume' if full else _reason(e))
     raise OSError(f'Writing a checkpoint (up to step {step}) in {checkpoints.directory} '
-                  f'failed: {e}. Complete checkpoints: {checkpoints.all_steps()}.') from e
+                  f'failed: {reason}. Complete checkpoints: {checkpoints.all_steps()}.') from e
+
+
+def prune(checkpoints: ocp.CheckpointManager, keep: int) -> list[int]:
+  """Deletes all but the newest `keep` checkpoints (orbax prunes only after a successful
+  save, so a run restarted with a lower `train.keep_checkpoints` on a full disk would free
+  nothing); returns the steps deleted."""
+  steps = sorted(checkpoints.all_steps())
+  old = steps[:-keep] if keep > 0 else []
+  for step in old:
+    checkpoints.delete(step)
+  if old:
+    logging.info('Deleted the checkpoints of steps %s (train.keep_checkpoints=%d).', old, keep)
+  return old

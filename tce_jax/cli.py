@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 from typing import Any, Sequence
 
 from absl import flags
@@ -21,6 +22,7 @@ from absl import logging
 import ml_collections
 
 USAGE_ERROR = 2  # the exit code of a command-line mistake (as argparse's)
+RUN_ERROR = 1  # the exit code of an error met while running (bad data, a refused workdir)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 HELP_FLAGS = ('--help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
@@ -148,6 +150,13 @@ def fail(message: str) -> None:
   raise SystemExit(USAGE_ERROR)
 
 
+def exit_on(error: Exception) -> None:
+  """Ends a program on an error the user can act on: `Error: ...` once on stderr (no
+  traceback, no log line repeating it) and exit code 1."""
+  print(f'Error: {error}', file=sys.stderr)
+  raise SystemExit(RUN_ERROR) from error
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with one-line errors (exit code 2) and `--help` exiting 0. The
   config file is checked first (`load_config_file`), so that its problems are one line too."""
@@ -188,10 +197,31 @@ class QuietLibraries(logging_lib.Filter):
     noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))
     if noisy and record.levelno < logging_lib.WARNING:
       return False
+    if '/orbax/' in record.pathname and record.levelno >= logging_lib.ERROR:
+      return False  # a failed save or restore: `checkpoints` reports it in one line
     message = record.getMessage()
     return not any(notice in message for notice in self.NOTICES)
 
 
+def _from_orbax(tb) -> bool:
+  while tb is not None:
+    if '/orbax/' in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
 def quiet_libraries() -> None:
-  """Filters the console (absl's handler) with `QuietLibraries`."""
+  """Filters the console (absl's handler) with `QuietLibraries`, and keeps the tracebacks of
+  orbax's background threads (a failed save on a full disk, their event loops closing at
+  exit) off it: the error they end in is reported once, in one line, by `checkpoints`."""
   logging.get_absl_handler().addFilter(QuietLibraries())
+  default_hook = threading.excepthook
+
+  def hook(args):
+    if _from_orbax(args.exc_traceback):
+      logging.debug('orbax thread %s: %s', getattr(args.thread, 'name', '?'), args.exc_value)
+    else:
+      default_hook(args)
+
+  threading.excepthook = hook

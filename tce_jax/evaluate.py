@@ -140,8 +140,7 @@ def main(argv):
     record = evaluate_run(FLAGS.workdir, step=FLAGS.checkpoint_step, split=FLAGS.split,
                           overrides=overrides)
   except (ValueError, FileNotFoundError) as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Error: {e}') from e
+    cli.exit_on(e)
   print(json.dumps({k: record[k] for k in ('step', 'split', 'miou', 'pixel_accuracy',
                                            'cross_entropy', 'fairness', 'protocol')}, indent=1))
 

@@ -73,8 +73,7 @@ def main(argv):
     logging.warning('%s', e)
     raise SystemExit(128 + e.signum) from e  # as a process killed by the signal reports
   except (ValueError, OSError, FloatingPointError) as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Error: {e}') from e
+    cli.exit_on(e)
   if jax.process_index() == 0:
     print(summary(record, FLAGS.workdir))
 

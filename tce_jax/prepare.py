@@ -101,8 +101,7 @@ def main(argv):
     sizes = prepare(FLAGS.dataset, manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
                     verify=FLAGS.verify)
   except (ValueError, FileNotFoundError) as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Error: {e}') from e
+    cli.exit_on(e)
   print(f'Prepared {FLAGS.dataset}: ' + ', '.join(f'{k} {v}' for k, v in sizes.items()))
 
 

@@ -58,8 +58,7 @@ def latest_eval(run: str) -> dict:
            if re.fullmatch(r'\d+\.json', os.path.basename(f))]
   if not files:
     raise FileNotFoundError(f'No evaluation in {run}/eval: train or evaluate the run first')
-  with open(max(files, key=lambda f: int(os.path.basename(f)[:-5]))) as f:
-    return json.load(f)
+  return records.read_json(max(files, key=lambda f: int(os.path.basename(f)[:-5])))
 
 
 def load_runs(runs: Sequence[str], labels: Sequence[str] | None) -> list[dict]:
@@ -797,11 +796,15 @@ def main(argv):
   if not runs or not FLAGS.out:
     raise app.UsageError('Give --runs RUN [RUN ...] and --out DIR')
   try:
+    os.makedirs(FLAGS.out, exist_ok=True)
+  except OSError as e:
+    cli.exit_on(ValueError(f'--out {FLAGS.out} cannot be created: {e.strerror or e} (a file '
+                           'in the way?)'))
+  try:
     result = make_report(runs, FLAGS.out, reference=FLAGS.reference, labels=FLAGS.labels,
                          qualitative_images=FLAGS.qualitative_images)
-  except (ValueError, FileNotFoundError) as e:
-    logging.error('%s', e)
-    raise SystemExit(f'Error: {e}') from e
+  except (ValueError, OSError) as e:
+    cli.exit_on(e)
   for warning in result['warnings']:
     print(f'WARNING: {warning}')
   print(f'Wrote the report to {FLAGS.out}/report.md')

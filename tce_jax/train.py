@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import signal
 import threading
@@ -39,6 +38,7 @@ from tce_jax import evaluator as evaluator_lib
 from tce_jax import losses
 from tce_jax import models
 from tce_jax import progress
+from tce_jax import records
 from tce_jax import sampling
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
@@ -438,6 +438,7 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
     if restored is not None:
       state = restored
       logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+      checkpoints_lib.prune(checkpoints, config.train.keep_checkpoints)
     elif lead:  # all checkpoints damaged earlier: the run is kept unless told to start over
       workdir_lib.check_fresh_start(workdir, checkpoints_lib.damaged(workdir),
                                     restart=restart_from_scratch)
@@ -511,8 +512,7 @@ def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writ
   path = os.path.join(workdir, 'eval', f'{step}.json')
   if os.path.exists(path):
     logging.info('The run is complete at step %d; its evaluation is %s.', step, path)
-    with open(path) as f:
-      return json.load(f)
+    return records.read_json(path)
   return evaluator.write(model_variables(state), step, workdir, writer, class_writer)
 
 

@@ -70,7 +70,21 @@ _LONGEST_CHECKPOINT_PATH = os.path.join(
 
 def check_writable(workdir: str) -> None:
   """Fails early, with the path, when the workdir cannot be created or written, or cannot
-  hold a checkpoint's longest file name."""
+  hold a checkpoint's longest file name; a refused workdir leaves no folder behind."""
+  absolute = os.path.abspath(workdir)
+  existing = absolute
+  while not os.path.exists(existing):  # the deepest folder that exists already
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f'The workdir {workdir} cannot be created: {existing} is a file, not a '
+                       'folder')
+  longest = os.path.join(absolute, _LONGEST_CHECKPOINT_PATH)
+  limit = os.pathconf(existing, 'PC_PATH_MAX')
+  if len(longest) >= limit:
+    raise WorkdirError(
+        f'The workdir path is {len(absolute)} characters long: the checkpoint files under it '
+        f'would reach {len(longest)}, over the file system\'s limit of {limit}. Use a shorter '
+        '--workdir.')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
@@ -78,14 +92,12 @@ def check_writable(workdir: str) -> None:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
-    raise WorkdirError(f'The workdir {workdir} is not writable: {e}') from e
-  longest = os.path.join(os.path.abspath(workdir), _LONGEST_CHECKPOINT_PATH)
-  limit = os.pathconf(workdir, 'PC_PATH_MAX')
-  if len(longest) >= limit:
-    raise WorkdirError(
-        f'The workdir path is {len(os.path.abspath(workdir))} characters long: the checkpoint '
-        f'files under it would reach {len(longest)}, over the file system\'s limit of {limit}. '
-        'Use a shorter --workdir.')
+    created = absolute
+    while created != existing:  # leave nothing behind
+      with contextlib.suppress(OSError):
+        os.rmdir(created)
+      created = os.path.dirname(created)
+    raise WorkdirError(f'The workdir {workdir} is not writable: {e.strerror or e}') from e
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,8 +172,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training run '
                             'directory (python -m tce_jax.main writes it)')
-  with open(path) as f:
-    saved = json.load(f)
+  saved = records.read_json(path)
   config = default.get_config()
   _merge(config, saved, 'config')
   return config

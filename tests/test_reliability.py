@@ -183,3 +183,24 @@ def test_disk_full_is_a_clear_error_and_leaves_complete_checkpoints(make_tiny_co
     assert steps and max(steps) < 30
     for step in steps:  # every checkpoint that looks complete is complete
       manager.restore(step)
+
+
+def test_full_disk_while_writing_a_record_names_it_and_leaves_no_temporary(tiny_disk):
+  from tce_jax import records  # pylint: disable=g-import-not-at-top
+  (tiny_disk / 'filler').write_bytes(b'x' * (3 * 2**20 - 8192))  # the disk nearly full
+  path = tiny_disk / 'eval' / '20.json'
+  path.parent.mkdir()
+  with pytest.raises(OSError, match=f'Writing {path} failed: No space left on device'):
+    records.write_json(str(path), {'miou': [0.5] * 100_000})
+  assert os.listdir(path.parent) == []  # no empty or partial eval/20.json.tmp
+
+
+def test_lower_keep_checkpoints_prunes_at_the_next_start(make_tiny_config, tmp_path):
+  config = make_tiny_config({'train.num_steps': 4, 'train.checkpoint_every': 1,
+                             'train.keep_checkpoints': 10, 'train.eval_every': 100})
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  checkpoints = tmp_path / 'run' / 'checkpoints'
+  assert sorted(int(p) for p in os.listdir(checkpoints) if p.isdigit()) == [1, 2, 3, 4]
+  config.train.keep_checkpoints = 2
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert sorted(int(p) for p in os.listdir(checkpoints) if p.isdigit()) == [3, 4]

@@ -438,3 +438,35 @@ def test_concurrent_generation_into_one_new_data_dir(tmp_path):
   for p, (out, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
     assert out.split() == ['48', '8']
+
+
+def test_damaged_json_records_are_named(finished_run, tmp_path):
+  from tce_jax import report  # pylint: disable=g-import-not-at-top
+  _, original = finished_run
+  workdir = _copy_run(original, tmp_path)
+  (workdir / 'eval' / '4.json').write_text('{"step": 4, "miou": "trunc')
+  with pytest.raises(ValueError, match=rf'{workdir}/eval/4.json is not valid JSON'):
+    report.latest_eval(str(workdir))
+  (workdir / 'config.json').write_text('{\n garbage')
+  with pytest.raises(ValueError, match=rf'{workdir}/config.json is not valid JSON'):
+    workdir_lib.load_run_config(str(workdir))
+
+
+def test_report_out_under_a_file_is_one_line(finished_run, tmp_path):
+  _, original = finished_run
+  (tmp_path / 'file').write_text('')
+  result = subprocess.run([sys.executable, '-m', 'tce_jax.report', '--runs', str(original),
+                           '--out', str(tmp_path / 'file' / 'report')], cwd=ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      f'Error: --out {tmp_path}/file/report cannot be created: Not a directory (a file in '
+      'the way?)'], result.stderr[-2000:]
+
+
+def test_refused_long_workdir_leaves_nothing_behind(make_tiny_config, tmp_path):
+  deep = tmp_path / '/'.join(['d' * 199] * 20)
+  with pytest.raises(workdir_lib.WorkdirError, match='shorter --workdir'):
+    train.train_and_evaluate(make_tiny_config(), str(deep))
+  assert not (tmp_path / ('d' * 199)).exists()

@@ -181,6 +181,7 @@ def make_camvid_folder(folder: str, *, size: tuple[int, int] = (360, 480),
   annotation. Returns the folder's (or the zip's) path."""
   rng = np.random.default_rng(0)
   h, w = size
+  os.makedirs(folder, exist_ok=True)
   files: dict[str, bytes] = {}
   for split, count in splits:
     lines = []

@@ -385,17 +385,17 @@ def test_class_crop_keeps_crops_that_already_hold_the_class(tiny_dataset_config)
 
 
 def test_describe_synthetic_measures_objects_as_connected_regions():
-  import describe_synthetic  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
+  import describe_dataset  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
   label = np.full((8, 10), 255, np.uint8)
   label[0:2, 0:3] = 0  # class 0: a 2 x 3 block ...
   label[5, 0:4] = 0  # ... and a separate 1 x 4 bar
   label[3, 6] = label[4, 7] = label[5, 8] = 1  # class 1: a diagonal, one region (8-connected)
   label[7, 9] = 2  # class 2: a one-pixel sliver
-  sizes = describe_synthetic.object_sizes(label, 4)
+  sizes = describe_dataset.object_sizes(label, 4)
   assert sorted(map(tuple, sizes[0])) == [(4, 1, 4), (6, 2, 3)]
   assert sizes[1].tolist() == [[3, 3, 3]]
   assert sizes[2].tolist() == [[1, 1, 1]] and sizes[3].shape == (0, 3)
-  table = describe_synthetic.object_size_table([label, label[:, ::-1]], 4, ['a', 'b', 'c', 'd'],
+  table = describe_dataset.object_size_table([label, label[:, ::-1]], 4, ['a', 'b', 'c', 'd'],
                                                min_pixels=2)
   rows = {line.split(' | ')[0][2:]: line.split(' | ')[1:] for line in table.splitlines()
           if line.startswith('| ') and not line.startswith('| class')}

@@ -1,10 +1,11 @@
-"""Describes the synthetic dataset: per-class pixel share and image share, object sizes, and a
-sample grid.
+"""Describes a prepared dataset (the config's): per class and split the pixel share, the share
+of images holding it and the size of its objects, and a sample grid.
 
-  python scripts/describe_synthetic.py --out=docs
-writes docs/synthetic_samples_<profile>.png (v1: docs/synthetic_samples.png) and prints
-markdown tables of the splits' statistics: per class the share of pixels and of images, and the
-size of its objects in the train split. An object is a connected region of the class in a label
+  python scripts/describe_dataset.py --out=docs                       # the synthetic benchmark
+  python scripts/describe_dataset.py --config=configs/camvid_mcce.py --out=docs/camvid
+writes <out>/<dataset>_samples.png (the synthetic dataset: synthetic_samples_<profile>.png, v1:
+synthetic_samples.png) and prints markdown tables: per split and class the share of pixels and
+of images, the sizes of its objects, and the trivial predictor's score on the eval split. An object is a connected region of the class in a label
 map (8-connectivity): what a model sees of it, so an occluded car split in two counts twice and
 touching poles count once. Another profile or size: e.g. `--config.dataset.synthetic.profile=v1
 --config.dataset.synthetic.height=128 --config.dataset.synthetic.width=256`.
@@ -22,7 +23,7 @@ from scipy import ndimage
 from tce_jax import evaluation
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
-from tce_jax.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
+from tce_jax.data.classes import colorize
 
 FLAGS = flags.FLAGS
 
@@ -33,9 +34,9 @@ def _define_flags():
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: ~/tensorflow_datasets).')
   flags.DEFINE_integer('samples', 6, 'Number of sample scenes in the picture.')
   flags.DEFINE_integer('size_images', 500,
-                       'Train images whose objects are measured (the first N).')
+                       'Images of each split whose objects are measured (the first N).')
   config_flags.DEFINE_config_file('config', 'configs/synthetic_mcce.py',
-                                  'Config whose dataset.synthetic fields say which dataset.')
+                                  'Config whose dataset fields say which dataset.')
 
 
 def object_sizes(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -56,7 +57,7 @@ def object_sizes(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
 
 
 def object_size_table(labels: list[np.ndarray], num_classes: int, class_names: list[str],
-                      min_pixels: int = 10) -> str:
+                      min_pixels: int = 10, split: str = 'train') -> str:
   """Markdown: per class, objects per image that holds the class, and the median and the
   10th-90th percentiles of the objects' pixels, box height and box width (pixels). Regions
   under `min_pixels` (slivers where drawn shapes meet) are left out of the sizes and counted
@@ -68,7 +69,7 @@ def object_size_table(labels: list[np.ndarray], num_classes: int, class_names: l
       per_class[c].append(sizes)
       holding[c] += len(sizes) > 0
   height, width = labels[0].shape
-  lines = [f'Objects in {len(labels)} train images of {height} x {width} (connected regions; '
+  lines = [f'Objects in {len(labels)} {split} images of {height} x {width} (connected regions; '
            'median [10th - 90th percentile]):', '',
            '| class | objects per image holding it | pixels | % of the image | box height | '
            f'box width | regions < {min_pixels} px (%) |', '|---|---|---|---|---|---|---|']
@@ -93,41 +94,55 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.data_dir is not None:
     config.dataset.data_dir = FLAGS.data_dir
-  for split in ('train', 'validation'):
+  spec = datasets.get_spec(config)
+  names, num_classes = list(spec.class_names), spec.num_classes
+  splits = sorted(datasets.get_builder(config).info.splits,
+                  key=lambda s: ('train', 'validation', 'test').index(s)
+                  if s in ('train', 'validation', 'test') else 9)
+  shares = {}
+  for split in splits:
     source = datasets.load_source(config, split)
     index = class_index_lib.load_class_index(source)
-    pixels = index.pixel_counts / index.pixel_counts.sum()
-    images = index.image_counts / len(source)
-    print(f'\n{split}: {len(source)} images of {source[0]["label"].shape}')
-    print('| class | pixels (%) | images containing it (%) |')
-    print('|---|---|---|')
-    for c in np.argsort(-pixels):
-      print(f'| {CITYSCAPES_CLASSES[c]} | {100 * pixels[c]:.3f} | {100 * images[c]:.1f} |')
+    shares[split] = (index.pixel_counts / index.pixel_counts.sum(),
+                     index.image_counts / len(source), len(source))
+  print(f'{config.dataset.name}: pixels (%) and images holding the class (%), per split '
+        '(void / ignored pixels left out):\n')
+  print('| class | ' + ' | '.join(f'{s} pixels | {s} images' for s in splits) + ' |')
+  print('|---|' + '---|---|' * len(splits))
+  train_pixels = shares[splits[0]][0]
+  for c in np.argsort(-train_pixels):
+    print(f'| {names[c]} | ' + ' | '.join(f'{100 * shares[s][0][c]:.2f} | {100 * shares[s][1][c]:.0f}'
+                                         for s in splits) + ' |')
+  print('\nImages: ' + ', '.join(f'{s} {shares[s][2]}' for s in splits))
   # The trivial predictor: the train split's most frequent class everywhere.
-  majority = int(np.argmax(class_index_lib.load_class_index(
-      datasets.load_source(config, 'train')).pixel_counts))
-  validation = datasets.load_source(config, 'validation')
-  confusion = np.zeros((len(CITYSCAPES_CLASSES),) * 2, np.int64)
-  for i in range(len(validation)):
-    label = validation[i]['label']
-    confusion[:, majority] += np.bincount(label[label != 255], minlength=confusion.shape[0])
-  print(f'\nTrivial predictor ("{CITYSCAPES_CLASSES[majority]}" everywhere) on validation: '
+  majority = int(np.argmax(train_pixels))
+  evaluated = datasets.load_source(config, config.dataset.eval_split)
+  confusion = np.zeros((num_classes,) * 2, np.int64)
+  for i in range(len(evaluated)):
+    label = evaluated[i]['label']
+    confusion[:, majority] += np.bincount(label[label != 255], minlength=num_classes)
+  print(f'\nTrivial predictor ("{names[majority]}" everywhere) on {config.dataset.eval_split}: '
         f'mIoU {np.nanmean(evaluation.iou_from_confusion(confusion)):.2f}, pixel accuracy '
         f'{100 * confusion[majority, majority] / confusion.sum():.2f}')
-  source = datasets.load_source(config, 'train')
-  labels = [source[i]['label'] for i in range(min(FLAGS.size_images, len(source)))]
-  print('\n' + object_size_table(labels, len(CITYSCAPES_CLASSES), list(CITYSCAPES_CLASSES)))
+  for split in splits:
+    source = datasets.load_source(config, split)
+    labels = [source[i]['label'] for i in range(min(FLAGS.size_images, len(source)))]
+    print('\n' + object_size_table(labels, num_classes, names, split=split))
+  source = datasets.load_source(config, config.dataset.train_split)
   rows = []
-  for i in range(FLAGS.samples):
-    record = source[i]
-    rows.append(np.concatenate([record['image'], colorize(record['label'], CITYSCAPES_PALETTE)],
+  for i in np.linspace(0, len(source) - 1, FLAGS.samples).astype(int):
+    record = source[int(i)]
+    rows.append(np.concatenate([record['image'], colorize(record['label'], spec.palette)],
                                axis=1))
   os.makedirs(FLAGS.out, exist_ok=True)
-  profile = config.dataset.synthetic.profile
-  path = os.path.join(FLAGS.out, 'synthetic_samples.png' if profile == 'v1' else
-                      f'synthetic_samples_{profile}.png')
+  if config.dataset.name == 'synthetic':
+    profile = config.dataset.synthetic.profile
+    name = 'synthetic_samples.png' if profile == 'v1' else f'synthetic_samples_{profile}.png'
+  else:
+    name = f'{config.dataset.name}_samples.png'
+  path = os.path.join(FLAGS.out, name)
   Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-  print(f'\nWrote {path} (image | labels in the Cityscapes palette, ignore = black).')
+  print(f'\nWrote {path} (image | labels in the dataset\'s palette, ignore = black).')
 
 
 if __name__ == '__main__':

@@ -447,7 +447,8 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
       workdir_lib.record_config(workdir, config, start_step,
                                 allow_changes=allow_config_changes)
       workdir_lib.record_environment(workdir, start_step)
-      workdir_lib.drop_events_after(workdir, start_step)  # at step 0 too (died unsaved)
+      # Events a rerun writes again: after the checkpoint, or all of a run that kept none.
+      workdir_lib.drop_events_after(workdir, start_step if start_step > 0 else -1)
     evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,
                                         experiment.mesh)
     writer = metric_writers.create_default_writer(workdir, just_logging=not lead)

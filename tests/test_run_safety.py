@@ -358,6 +358,8 @@ def test_rerun_before_the_first_checkpoint_refuses_another_config(finished_run, 
   with pytest.raises(workdir_lib.WorkdirError, match=rf'config\.seed: {config.seed!r} -> 7'):
     train.train_and_evaluate(other, str(workdir))
   assert (workdir / 'config_history' / '0.json').read_text() == saved
+  train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))  # same config
+  assert_no_duplicate_tensorboard_points(workdir)  # the dead attempt's events were dropped
 
 
 # 3 (+2, 4, 10 across processes). SIGTERM: save, exit 143, resume bit-identically.

@@ -31,10 +31,7 @@ headline statistics against t (`SWEEP_SERIES`). `--quick` is a smoke
 version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
-import glob
-import json
 import os
-import shutil
 
 from absl import app
 from absl import flags
@@ -45,6 +42,7 @@ import tqdm
 from tce_jax import evaluate
 from tce_jax import records as records_lib
 from tce_jax import report
+from tce_jax import rundir
 from tce_jax import stats
 from tce_jax import train
 from tce_jax import workdir as workdir_lib
@@ -227,33 +225,14 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def finished(workdir: str, steps: int) -> bool:
-  return os.path.exists(os.path.join(workdir, 'eval', f'{steps}.json'))
+  return os.path.exists(rundir.eval_path(workdir, steps))
 
 
 def record_run(workdir: str, records: str) -> str:
-  """Copies the run's config.json, eval/*.json and environment/*.json (the code and machine
-  it trained on) to RECORDS/<run name>/; returns that path."""
-  target = os.path.join(records, os.path.basename(os.path.normpath(workdir)))
-  os.makedirs(target, exist_ok=True)
-  shutil.copy2(os.path.join(workdir, 'config.json'), target)
-  copy_files(workdir, target, 'eval', '*.json')
-  copy_files(workdir, target, workdir_lib.ENVIRONMENT_DIR, '*.json')
-  copy_predictions(workdir, target)
-  return target
-
-
-def copy_files(workdir: str, target: str, folder: str, pattern: str) -> None:
-  """Copies WORKDIR/FOLDER/PATTERN to TARGET/FOLDER/ (the folder only made if any match)."""
-  paths = sorted(glob.glob(os.path.join(workdir, folder, pattern)))
-  if paths:
-    os.makedirs(os.path.join(target, folder), exist_ok=True)
-  for path in paths:
-    shutil.copy2(path, os.path.join(target, folder))
-
-
-def copy_predictions(workdir: str, target: str) -> None:
-  """Copies the run's stored qualitative predictions (if any) to TARGET/qualitative/."""
-  copy_files(workdir, target, report.QUALITATIVE_DIR, '*.png')
+  """Copies the run's small records (`rundir.copy_records`: config.json, eval/*.json,
+  environment/*.json, stored predictions) to RECORDS/<run name>/; returns that path."""
+  return rundir.copy_records(workdir, os.path.join(records, os.path.basename(
+      os.path.normpath(workdir))))
 
 
 def qualitative_images(config) -> list[int]:
@@ -275,8 +254,8 @@ def store_predictions(workdir: str, indices: list[int]) -> None:
 
 def compare_with_record(workdir: str, record: str, steps: int) -> bool:
   """Whether a run trained again reproduced its record's evaluation exactly; prints which."""
-  again = records_lib.read_json(os.path.join(workdir, 'eval', f'{steps}.json'))
-  recorded = records_lib.read_json(os.path.join(record, 'eval', f'{steps}.json'))
+  again = records_lib.read_json(rundir.eval_path(workdir, steps))
+  recorded = records_lib.read_json(rundir.eval_path(record, steps))
   same = again == recorded
   print(f'{os.path.basename(os.path.normpath(record))} trained again: its evaluation '
         + ('equals the record exactly' if same else
@@ -322,11 +301,11 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
     return indices
 
   def has_predictions(run: str) -> bool:
-    return (os.path.isdir(os.path.join(run, report.QUALITATIVE_DIR)) and
+    return (os.path.isdir(os.path.dirname(rundir.qualitative_path(run, 0))) and
             report.read_predictions(run, figure_images()) is not None)
 
   def showable(run: str) -> bool:
-    return os.path.isdir(os.path.join(run, 'checkpoints')) or has_predictions(run)
+    return os.path.isdir(rundir.checkpoints_dir(run)) or has_predictions(run)
 
   done, sources = [], []  # finished runs, and the folder each one's records are read from
   missing = []
@@ -350,7 +329,7 @@ def run_experiment(out: str, *, seeds: int, steps: int | None = None, quick: boo
           store_predictions(workdir, figure_images())
         if retrain:  # the record keeps its evaluation; it gains the predictions
           compare_with_record(workdir, record, steps)
-          copy_predictions(workdir, record)
+          rundir.copy_records(workdir, record, folders=(rundir.QUALITATIVE,))
         elif records:
           record_run(workdir, records)
         source = record if recorded else workdir
@@ -547,7 +526,7 @@ def benchmark_profile(workdirs: list[str], steps: int) -> tuple[dict, list[str],
   (figures, class names, [seeds, K] per-class IoU with NaN for absent classes)."""
   records = []
   for workdir in workdirs:
-    records.append(records_lib.read_json(os.path.join(workdir, 'eval', f'{steps}.json')))
+    records.append(records_lib.read_json(rundir.eval_path(workdir, steps)))
   classes = list(records[0]['per_class_iou'])
   iou = np.array([[np.nan if r['per_class_iou'][c] is None else r['per_class_iou'][c]
                    for c in classes] for r in records], np.float64)

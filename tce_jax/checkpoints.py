@@ -17,6 +17,8 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from tce_jax import rundir
+
 PyTree = Any
 ITEM = 'default'  # the name orbax gives the single item of a checkpoint
 
@@ -26,7 +28,7 @@ class CheckpointCorruptError(ValueError):
 
 
 def directory(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return rundir.checkpoints_dir(workdir)
 
 
 def manager(workdir: str, *, max_to_keep: int | None = None,

@@ -12,7 +12,7 @@ import functools
 from absl import logging
 import ml_collections
 
-from tce_jax import evaluator
+from tce_jax import evaluation
 from tce_jax import losses
 from tce_jax import models
 from tce_jax import sampling
@@ -78,8 +78,8 @@ def validate_model_config(config: ml_collections.ConfigDict) -> None:
     _positive(config, field)
   if not config.eval.scales or min(config.eval.scales) <= 0:
     _fail('eval.scales', tuple(config.eval.scales), 'must be positive factors')
-  _one_of(config, 'eval.mode', evaluator.MODES)
-  _one_of(config, 'eval.resolution', evaluator.RESOLUTIONS)
+  _one_of(config, 'eval.mode', evaluation.MODES)
+  _one_of(config, 'eval.resolution', evaluation.RESOLUTIONS)
   if config.eval.mode == 'slide':
     for field in ('window', 'stride'):
       pair = config.eval[field]

@@ -17,7 +17,6 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 from clu import metric_writers
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -28,8 +27,8 @@ from tce_jax import checkpoints
 from tce_jax import cli
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
-from tce_jax import train
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import datasets
 
@@ -64,9 +63,9 @@ def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = 
   """
   config_validation.validate_model_config(config)
   num_classes = datasets.get_spec(config).num_classes
-  mesh = train.make_mesh() if mesh is None else mesh
+  mesh = mesh_lib.make_mesh() if mesh is None else mesh
   model = models.create_model(config, num_classes, train=True)  # + auxiliary heads
-  shapes = jax.eval_shape(lambda: train.init_variables(config, model, jax.random.PRNGKey(0)))
+  shapes = jax.eval_shape(lambda: models.init_variables(config, model, jax.random.PRNGKey(0)))
   replicated = NamedSharding(mesh, P())
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                         {'params': shapes['params'], 'batch_stats': shapes['batch_stats']})
@@ -102,7 +101,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
   split = split or config.dataset.eval_split
   tag = evaluator_lib.protocol_tag(evaluator_lib.protocol(config, split),
                                    evaluator_lib.protocol(run_config, split))
-  mesh = train.make_mesh()
+  mesh = mesh_lib.make_mesh()
   variables, step = restore(config, workdir, step, mesh)
   source = datasets.load_source(config, split)
   evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,

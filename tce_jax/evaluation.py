@@ -9,7 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from tce_jax import fairness
-from tce_jax.data.classes import IGNORE_INDEX
+from tce_jax.labels import IGNORE_INDEX
+
+# The evaluation protocol's choices (config.eval.mode, config.eval.resolution; tce_jax.evaluator).
+MODES = ('whole', 'slide')
+RESOLUTIONS = ('resized', 'original')
 
 
 def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int, *,

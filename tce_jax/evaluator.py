@@ -33,19 +33,21 @@ import numpy as np
 import tqdm
 
 from tce_jax import evaluation
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import records
+from tce_jax import rundir
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import classes
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
 from tce_jax.data.classes import class_tag
 
-AXIS = 'batch'  # the mesh axis the batch is split over (as in training)
+AXIS = mesh_lib.AXIS  # the mesh axis the batch is split over (as in training)
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 Preview = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, label, prediction)
-MODES = ('whole', 'slide')
-RESOLUTIONS = ('resized', 'original')
+MODES = evaluation.MODES
+RESOLUTIONS = evaluation.RESOLUTIONS
 LOG_EVERY_S = 60.0  # progress lines in the log where no progress bar shows
 
 
@@ -495,9 +497,8 @@ class Evaluator:
                                   cross_entropy=result.cross_entropy)
     record['split'] = self.source.split
     record['protocol'] = protocol(self.config, self.source.split)
-    suffix = '' if self.source.split == self.config.dataset.eval_split else (
-        f'_{self.source.split}')
-    suffix += f'_{tag}' if tag else ''
+    other_split = self.source.split != self.config.dataset.eval_split
+    suffix = rundir.eval_suffix(self.source.split if other_split else None, tag)
     prefix = f'eval{suffix}'
     del writer  # the log gets the line below; the scalars go to TensorBoard only
     class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
@@ -513,9 +514,10 @@ class Evaluator:
       class_writer.write_images(step, {f'{prefix}/predictions': preview_grid(
           result.preview, self.palette)[None]})
     if jax.process_index() == 0:
-      os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-      records.write_json(os.path.join(workdir, 'eval', f'{step}{suffix}.json'), record)
-      records.write_csv(os.path.join(workdir, 'eval', f'{step}{suffix}.csv'),
+      path = rundir.eval_path(workdir, step, suffix)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      records.write_json(path, record)
+      records.write_csv(rundir.eval_path(workdir, step, suffix, 'csv'),
                         evaluation.per_class_rows(record))
     logging.info('Evaluation at step %d: mIoU %.2f, pixel accuracy %.2f, cross-entropy %.3f '
                  '(%s%s; %d images, %.1f images/s).', step, record['miou'],

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from tce_jax.data.classes import IGNORE_INDEX
+from tce_jax.labels import IGNORE_INDEX
 
 Array = jax.Array
 

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from tce_jax import cli
+from tce_jax import rundir
 from tce_jax import train
 
 FLAGS = flags.FLAGS
@@ -90,7 +91,7 @@ def summary(record: dict, workdir: str) -> str:
       f'\nFinished: {workdir} (step {record["step"]})',
       f'  validation mIoU {record["miou"]:.2f}, pixel accuracy {record["pixel_accuracy"]:.2f}; '
       'worst classes: ' + ', '.join(f'{name} {ious[name]:.1f}' for name in worst),
-      f'  record:    {workdir}/eval/{record["step"]}.json',
+      f'  record:    {rundir.eval_path(workdir, record["step"])}',
       f'  evaluate:  {python} -m tce_jax.evaluate --workdir={workdir} [--flip] '
       '[--scales=0.75,1.0,1.25]',
       f'  compare:   {python} -m tce_jax.report --runs {workdir} OTHER_RUN ... --out REPORT_DIR',

@@ -21,6 +21,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 import tqdm
 
+from tce_jax import cli
 from tce_jax.configs import default
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets

@@ -15,11 +15,9 @@ IoU, worst first.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import math
 import os
-import re
 from typing import Sequence
 import warnings
 
@@ -32,6 +30,7 @@ import numpy as np
 from tce_jax import cli
 from tce_jax import fairness
 from tce_jax import records
+from tce_jax import rundir
 from tce_jax import stats
 from tce_jax.models import pretrained
 
@@ -54,11 +53,10 @@ STATS = ('miou', 'sorted_bottom', 'sorted_top', 'percentile_bottom', 'percentile
 
 def latest_eval(run: str) -> dict:
   """The evaluation record of the run's latest step on its eval split."""
-  files = [f for f in glob.glob(os.path.join(run, 'eval', '*.json'))
-           if re.fullmatch(r'\d+\.json', os.path.basename(f))]
-  if not files:
+  steps = rundir.eval_steps(run)
+  if not steps:
     raise FileNotFoundError(f'No evaluation in {run}/eval: train or evaluate the run first')
-  return records.read_json(max(files, key=lambda f: int(os.path.basename(f)[:-5])))
+  return records.read_json(rundir.eval_path(run, steps[-1]))
 
 
 def load_runs(runs: Sequence[str], labels: Sequence[str] | None) -> list[dict]:
@@ -411,7 +409,7 @@ def plot_confusion(runs: list[dict], report: dict, out: str):
 # A run's stored qualitative predictions: RUN/qualitative/<validation index>.png, the
 # predicted class ids as a palette PNG (viewable as it is; exact on reading). A run that has
 # them needs no checkpoint for the qualitative figure, so a study's committed records rebuild it.
-QUALITATIVE_DIR = 'qualitative'
+QUALITATIVE_DIR = rundir.QUALITATIVE
 
 
 def qualitative_indices(source, class_ids: Sequence[int], num_images: int) -> list[int]:
@@ -427,14 +425,13 @@ def write_predictions(run: str, indices: Sequence[int], predictions: Sequence[np
   """Stores each predicted label map as RUN/qualitative/<index>.png (written to a temporary
   name first: a file there is always whole)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(run, QUALITATIVE_DIR)
-  os.makedirs(directory, exist_ok=True)
+  os.makedirs(os.path.dirname(rundir.qualitative_path(run, 0)), exist_ok=True)
   flat = np.zeros((256, 3), np.uint8)
   flat[:len(palette)] = np.asarray(palette, np.uint8)[:256]
   for index, prediction in zip(indices, predictions, strict=True):
     image = Image.fromarray(np.asarray(prediction, np.uint8), mode='P')
     image.putpalette(flat.ravel().tolist())
-    path = os.path.join(directory, f'{index}.png')
+    path = rundir.qualitative_path(run, index)
     image.save(path + '.tmp', format='PNG')
     os.replace(path + '.tmp', path)
 
@@ -442,7 +439,7 @@ def write_predictions(run: str, indices: Sequence[int], predictions: Sequence[np
 def read_predictions(run: str, indices: Sequence[int]) -> list[np.ndarray] | None:
   """The stored predictions of `indices` (uint8 class ids), or None if any is missing."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  paths = [os.path.join(run, QUALITATIVE_DIR, f'{i}.png') for i in indices]
+  paths = [rundir.qualitative_path(run, i) for i in indices]
   if not all(os.path.exists(p) for p in paths):
     return None
   loaded = []

@@ -35,10 +35,13 @@ import tqdm
 from tce_jax import checkpoints as checkpoints_lib
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import labels as labels_lib
 from tce_jax import losses
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import progress
 from tce_jax import records
+from tce_jax import rundir
 from tce_jax import sampling
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
@@ -46,7 +49,7 @@ from tce_jax.data import datasets
 from tce_jax.data import pipeline
 from tce_jax.models import pretrained
 
-AXIS = evaluator_lib.AXIS  # the mesh axis the batch is split over
+AXIS = mesh_lib.AXIS  # the mesh axis the batch is split over
 _DROPOUT_STREAM = 0  # random stream of dropout (the samplers' class draws use stream 1)
 
 
@@ -161,8 +164,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
   nonfinite_steps = state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
   logits = lax.stop_gradient(logits)
   mcce = losses.cross_entropy(logits, labels, axis_name=axis_name)  # logged whatever the loss
-  correct = jnp.sum((jnp.argmax(logits, -1) == labels) & (labels != losses.IGNORE_INDEX))
-  valid = jnp.sum(labels != losses.IGNORE_INDEX)
+  correct = jnp.sum((jnp.argmax(logits, -1) == labels) & (labels != labels_lib.IGNORE_INDEX))
+  valid = jnp.sum(labels != labels_lib.IGNORE_INDEX)
   metrics = {'loss': loss, 'mcce': mcce, 'grad_norm': grad_norm, 'finite': finite,
              'nonfinite_steps': nonfinite_steps,
              'pixel_accuracy': 100.0 * lax.psum(correct, axis_name) / jnp.maximum(
@@ -190,11 +193,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx, loss_fn,
       donate_argnums=(0,))
 
 
-def init_variables(config: ml_collections.ConfigDict, model, key: jax.Array) -> dict:
-  """The model's initial {'params', 'batch_stats'} (auxiliary heads included)."""
-  h, w = config.input.crop_size
-  return model.init({'params': jax.random.fold_in(key, 2), 'dropout': key},
-                    jnp.zeros((1, h, w, 3), jnp.float32), train=True)
+init_variables = models.init_variables  # its home is tce_jax.models
 
 
 def init_compiler_options() -> dict[str, Any] | None:
@@ -230,11 +229,7 @@ def initial_train_state(config: ml_collections.ConfigDict, model, tx, sampler: s
   return init.lower().compile(init_compiler_options())()
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh, axis 'batch', over `devices` (default: every device of every process)."""
-  devices = jax.devices() if devices is None else devices
-  return jax.sharding.Mesh(np.asarray(devices), (AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+make_mesh = mesh_lib.make_mesh  # its home is tce_jax.mesh
 
 
 @dataclasses.dataclass
@@ -510,7 +505,7 @@ def write_tensorboard_layout(workdir: str) -> None:
 def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writer) -> dict:
   """The evaluation of a finished run's state: its record if written, else a new one."""
   step = int(state.step)
-  path = os.path.join(workdir, 'eval', f'{step}.json')
+  path = rundir.eval_path(workdir, step)
   if os.path.exists(path):
     logging.info('The run is complete at step %d; its evaluation is %s.', step, path)
     return records.read_json(path)

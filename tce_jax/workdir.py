@@ -36,9 +36,10 @@ from flax import traverse_util
 import ml_collections
 
 from tce_jax import records
+from tce_jax import rundir
 from tce_jax.configs import default
 
-LOCK = '.lock'
+LOCK = rundir.LOCK
 
 # Fields a resumed run may change freely: where data and logs go, how often things are
 # logged, evaluated and saved, evaluation's own settings, and loader resources. Every other
@@ -168,7 +169,7 @@ def lock(workdir: str) -> Iterator[None]:
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config in effect for the run in `workdir` (its config.json) on top of this
   version's defaults: fields added since the run was made keep their default values."""
-  path = os.path.join(workdir, 'config.json')
+  path = rundir.config_path(workdir)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training run '
                             'directory (python -m tce_jax.main writes it)')
@@ -224,8 +225,8 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
   logged, written to config_history/<step>.json, and becomes config.json (at step 0, where
   nothing trained was kept, it replaces 0.json; otherwise earlier entries are kept).
   """
-  path = os.path.join(workdir, 'config.json')
-  history = os.path.join(workdir, 'config_history')
+  path = rundir.config_path(workdir)
+  history = os.path.dirname(rundir.config_history_path(workdir, step))
   os.makedirs(history, exist_ok=True)
   current = config_dict(config)
   if not os.path.exists(path):
@@ -233,7 +234,7 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
       logging.warning('%s is missing: the run\'s config is recorded anew at step %d.', path,
                       step)
     records.write_json(path, current)
-    records.write_json(os.path.join(history, f'{step}.json'), current)
+    records.write_json(rundir.config_history_path(workdir, step), current)
     return
   changes = config_changes(load_run_config(workdir), config)
   if not changes:
@@ -247,7 +248,7 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
         f'--allow_config_changes to resume with the new values (recorded in {history}).')
   for k, (old, new) in changes.items():
     logging.warning('Resuming at step %d with config.%s changed: %r -> %r.', step, k, old, new)
-  records.write_json(os.path.join(history, f'{step}.json'), current)
+  records.write_json(rundir.config_history_path(workdir, step), current)
   records.write_json(path, current)
 
 
@@ -265,15 +266,13 @@ def check_fresh_start(workdir: str, damaged: list[str], *, restart: bool) -> Non
         f'{", ".join(damaged)}); its records (config.json, config_history/, eval/) are kept. '
         'To train it again from step 0, pass --restart_from_scratch (its records move to '
         f'{workdir}/previous-<time>/ first), or use another --workdir.')
-  previous = os.path.join(workdir, f'previous-{time.strftime("%Y%m%d-%H%M%S")}')
+  previous = os.path.join(workdir, rundir.PREVIOUS_PREFIX + time.strftime('%Y%m%d-%H%M%S'))
   os.makedirs(previous)
-  for name in sorted(os.listdir(workdir)):
-    if (name in ('config.json', 'config_history', 'eval', ENVIRONMENT_DIR, 'predictions')
-        or name.startswith('events.out.tfevents.')):
-      os.rename(os.path.join(workdir, name), os.path.join(previous, name))
-  os.makedirs(os.path.join(previous, 'checkpoints'))
+  for name in rundir.records_of(workdir):
+    os.rename(os.path.join(workdir, name), os.path.join(previous, name))
+  os.makedirs(os.path.join(previous, rundir.CHECKPOINTS))
   for path in damaged:
-    os.rename(path, os.path.join(previous, 'checkpoints', os.path.basename(path)))
+    os.rename(path, os.path.join(previous, rundir.CHECKPOINTS, os.path.basename(path)))
   logging.warning('Restarting %s from step 0: the earlier run\'s records and damaged '
                   'checkpoints moved to %s.', workdir, previous)
 
@@ -281,7 +280,7 @@ def check_fresh_start(workdir: str, damaged: list[str], *, restart: bool) -> Non
 # ---------------------------------------------------------------------------------------
 # The code, packages and machine a run trained with.
 
-ENVIRONMENT_DIR = 'environment'
+ENVIRONMENT_DIR = rundir.ENVIRONMENT
 # Distribution names, each with the alternatives that install the same module.
 _PACKAGES = {'jax': (), 'jaxlib': (), 'flax': (), 'optax': (), 'orbax-checkpoint': (),
              'numpy': (), 'tensorflow': ('tensorflow-cpu',), 'tensorflow-datasets': (),
@@ -367,9 +366,8 @@ def environment() -> dict[str, Any]:
 def record_environment(workdir: str, step: int) -> str:
   """Writes environment() to WORKDIR/environment/<step>.json (the step this process starts
   training at; a resume on another machine adds its own entry) and returns the path."""
-  directory = os.path.join(workdir, ENVIRONMENT_DIR)
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f'{step}.json')
+  path = rundir.environment_path(workdir, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   records.write_json(path, environment())
   return path
 
@@ -382,16 +380,14 @@ def drop_events_after(workdir: str, step: int) -> int:
   checkpoint a run resumes from): the resumed run logs those steps again, and TensorBoard
   would show both. Returns the number of events dropped. A file truncated by a kill keeps its
   readable records."""
-  names = [name for name in sorted(os.listdir(workdir))
-           if name.startswith('events.out.tfevents.') and not name.endswith('.tmp')]
-  if not names:
+  paths = rundir.event_files(workdir)
+  if not paths:
     return 0
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy; only when needed)
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
 
   dropped = 0
-  for name in names:
-    path = os.path.join(workdir, name)
+  for path in paths:
     kept, removed = [], 0
     try:
       for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():

@@ -18,7 +18,6 @@ import numpy as np
 import tqdm
 
 from tce_jax.data.datasets import SegmentationSource
-from tce_jax.losses import inverse_frequency_weights  # noqa: F401  (its old home; re-exported)
 
 
 @dataclasses.dataclass(frozen=True)

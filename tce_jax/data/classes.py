@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255  # the label of pixels that are not scored (the one definition)
+from tce_jax.labels import IGNORE_INDEX  # pylint: disable=unused-import  (re-exported)
 
 
 def class_tag(name: str) -> str:

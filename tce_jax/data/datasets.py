@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tce_jax.data import classes
-
-IGNORE_INDEX = classes.IGNORE_INDEX
+from tce_jax.labels import IGNORE_INDEX
 
 
 class DataError(ValueError):

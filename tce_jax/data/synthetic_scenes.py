@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tce_jax.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
+from tce_jax.data.classes import CITYSCAPES_CLASSES
+from tce_jax.labels import IGNORE_INDEX
 
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
  PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(len(CITYSCAPES_CLASSES))

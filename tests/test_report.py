@@ -249,3 +249,29 @@ def test_sweep_figure_draws_the_series_present(tmp_path):
   assert (tmp_path / 'sweep.png').stat().st_size > 0 and (tmp_path / 'sweep.pdf').exists()
   assert report.plot_sweep(table, str(tmp_path / 'none'), {'class': {1.0: 'absent'}}) == []
   assert not (tmp_path / 'none').exists()
+
+
+def test_a_figure_added_through_the_registry_alone(runs, tmp_path):
+  """A new figure is one function registered by name: the report draws it with its options,
+  by default when registered so, and names the registered figures when asked for another."""
+  from tce_jax.analysis import registry  # pylint: disable=g-import-not-at-top
+  drawn = []
+
+  @registry.register('miou_text', default=False)
+  def draw(loaded, result, out, options):
+    drawn.append(options)
+    with open(os.path.join(out, 'miou.txt'), 'w') as f:
+      f.write(' '.join(f"{label} {entry['fairness']['miou']['mean']:.2f}"
+                       for label, entry in result['labels'].items()) + options['suffix'])
+    assert len(loaded) == 2
+
+  try:
+    out = tmp_path / 'report'
+    report.make_report([runs['mcce_s0'], runs['tce']], str(out), figures=['miou_text'],
+                       figure_options={'miou_text': {'suffix': '!'}})
+    assert drawn == [{'suffix': '!'}]
+    assert (out / 'miou.txt').read_text().startswith('mcce ') and not (out / 'pareto.png').exists()
+    with pytest.raises(ValueError, match=r"No figure 'nothing'; registered: \[.*'miou_text'"):
+      report.make_report([runs['mcce_s0']], str(out), figures=['nothing'])
+  finally:
+    registry.FIGURES.pop('miou_text')

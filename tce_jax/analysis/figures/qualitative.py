@@ -1,0 +1,102 @@
+"""qualitative.png: images where the reference's worst classes appear, with every label's
+prediction."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from tce_jax.analysis import registry
+from tce_jax.analysis import predictions as predictions_lib
+from tce_jax.analysis import style as style_lib
+
+
+def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
+                     labels: Sequence[str] | None = None,
+                     indices: Sequence[int] | None = None,
+                     qualitative_runs: Sequence[str] | None = None, title: str | None = None,
+                     dataset: ml_collections.ConfigDict | None = None):
+  """qualitative.png: image | ground truth | one prediction per label (those of `labels`, in
+  the report's order; default all), on the validation images `indices` (default: the
+  `num_images` where the reference's worst three classes appear most). Each label shows its
+  run in `qualitative_runs` (default: its first run); a run's stored predictions
+  (RUN/qualitative/) are used where they cover the images, else its checkpoint predicts.
+  `title` replaces the figure's default title (which names the reference's worst classes);
+  `dataset` (a config.dataset) the reference run's dataset config, e.g. to read the images from
+  this machine's data_dir rather than the recorded one."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from tce_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tce_jax.data import classes as classes_lib, datasets  # pylint: disable=g-import-not-at-top
+
+  first = {}
+  shown_runs = None if qualitative_runs is None else {os.path.abspath(r)
+                                                      for r in qualitative_runs}
+  for r in runs:
+    if shown_runs is not None and os.path.abspath(r['run']) not in shown_runs:
+      continue
+    if labels is None or r['label'] in labels or r['label'] == report['reference']:
+      first.setdefault(r['label'], r)
+  if report['reference'] not in first:
+    raise ValueError('The qualitative figure needs a run of the reference '
+                     f'{report["reference"]!r} among qualitative_runs')
+  config = first[report['reference']]['config']
+  if dataset is not None:
+    config = config.copy_and_resolve_references()
+    config.dataset = dataset
+  spec = datasets.get_spec(config)
+  source = datasets.load_source(config, config.dataset.eval_split)
+  names = list(spec.class_names)
+  if indices is None:
+    indices = predictions_lib.qualitative_indices(source, [names.index(c) for c in report['class_order'][:3]],
+                                  num_images)
+  chosen = [int(i) for i in indices]
+  examples = [source[i] for i in chosen]
+  predictions = {}
+  for label, r in first.items():
+    stored = predictions_lib.read_predictions(r['run'], chosen)
+    predictions[label] = stored if stored is not None else evaluate.predict_labels(
+        r['config'], r['run'], [e['image'] for e in examples])
+  columns = ['image', 'ground truth'] + list(predictions)
+  fig, axes = plt.subplots(len(examples), len(columns),
+                           figsize=(2.6 * len(columns), 1.6 * len(examples) + 0.6),
+                           squeeze=False)
+  for row, e in enumerate(examples):
+    panels = [e['image'], classes_lib.colorize(e['label'], spec.palette)]
+    panels += [classes_lib.colorize(p[row], spec.palette) for p in predictions.values()]
+    for col, panel in enumerate(panels):
+      axes[row, col].imshow(panel)
+      axes[row, col].set_xticks([])
+      axes[row, col].set_yticks([])
+      if row == 0:
+        axes[row, col].set_title(columns[col], fontsize=9)
+    axes[row, 0].set_ylabel(f'#{chosen[row]}', fontsize=8)
+  fig.suptitle(title or 'Validation images where the reference\'s worst classes (' +
+               ', '.join(report['class_order'][:3]) + ') appear most', fontsize=10)
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  shown = sorted(set(np.concatenate([np.unique(e['label']) for e in examples] +
+                                    [np.unique(p) for ps in predictions.values() for p in ps])))
+  handles = [Patch(facecolor=np.asarray(spec.palette[c]) / 255, edgecolor='grey',
+                   label=names[c]) for c in shown if c < len(names)]
+  handles.append(Patch(facecolor='black', edgecolor='grey',
+                       label='ignored (unlabelled, not scored)'))
+  fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(handles) / 6), 1, 1))
+  style_lib.save(fig, out, 'qualitative')
+  plt.close(fig)
+
+
+@registry.register('qualitative')
+def draw(runs: list[dict], report: dict, out: str, options: Mapping[str, Any]) -> None:
+  """qualitative; options: num_images (0: none), labels, indices, runs, title, dataset
+  (plot_qualitative's arguments)."""
+  if options.get('num_images', 4):
+    plot_qualitative(runs, report, out, options.get('num_images', 4), options.get('labels'),
+                     options.get('indices'), options.get('runs'), options.get('title'),
+                     options.get('dataset'))

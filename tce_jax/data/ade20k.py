@@ -15,41 +15,23 @@ import io
 import os
 import zipfile
 
-import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
+
+from tce_jax.data import pairs
 
 ARCHIVE = 'ADEChallengeData2016.zip'
 ROOT = 'ADEChallengeData2016'
 NUM_STORED_IDS = 151  # 0 = other, 1..150
 
 
-class PreparationError(ValueError):
-  """A file of the archive cannot be used; names the file."""
+PreparationError = pairs.PreparationError
 
 
 def _check_pair(archive: str, image_name: str, image_bytes: bytes, label_name: str,
                 label_bytes: bytes) -> bytes:
   """Returns the image as RGB JPEG/PNG bytes, after checking the pair; raises naming the file."""
-  try:
-    image = Image.open(io.BytesIO(image_bytes))
-    image.load()
-  except Exception as e:
-    raise PreparationError(f'{archive}:{image_name} is not a readable image ({e})') from e
-  try:
-    label = Image.open(io.BytesIO(label_bytes))
-    label.load()
-  except Exception as e:
-    raise PreparationError(f'{archive}:{label_name} is not a readable label map ({e})') from e
-  if label.size != image.size:
-    raise PreparationError(f'{archive}:{label_name} is {label.size[0]}x{label.size[1]} but '
-                           f'its image {image_name} is {image.size[0]}x{image.size[1]}')
-  if label.mode not in ('L', 'P'):
-    raise PreparationError(f'{archive}:{label_name} has mode {label.mode}, expected 8-bit ids')
-  top = int(np.asarray(label).max())
-  if top >= NUM_STORED_IDS:
-    raise PreparationError(f'{archive}:{label_name} holds label id {top}; ADE20k ids are '
-                           f'0..{NUM_STORED_IDS - 1}')
+  image = pairs.check_pair(f'{archive}:{image_name}', image_bytes, f'{archive}:{label_name}',
+                           label_bytes, num_ids=NUM_STORED_IDS, dataset='ADE20k')
   if image.mode != 'RGB':  # a few ADE images are greyscale or CMYK
     buffer = io.BytesIO()
     image.convert('RGB').save(buffer, format='PNG')

@@ -17,13 +17,12 @@ colour-coded `*_L.png` labels) gets one message naming the layout expected.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import zipfile
 
-import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
+
+from tce_jax.data import pairs
 
 FOLDER = 'CamVid'
 ARCHIVE = 'CamVid.zip'
@@ -34,8 +33,7 @@ LAYOUT = ('the 11-class SegNet layout: a folder CamVid/ holding train.txt, val.t
           'classes and 11 void), or CamVid.zip holding that folder')
 
 
-class PreparationError(ValueError):
-  """A file of the CamVid folder cannot be used; names the file."""
+PreparationError = pairs.PreparationError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,29 +123,11 @@ def read_pairs(files: _Files, list_name: str) -> list[tuple[str, str]]:
 def check_pair(files: _Files, image_name: str, image_bytes: bytes, label_name: str,
                label_bytes: bytes) -> None:
   """Raises PreparationError naming the file when the pair cannot be used."""
-  try:
-    image = Image.open(io.BytesIO(image_bytes))
-    image.load()
-  except Exception as e:
-    raise PreparationError(f'{files.where(image_name)} is not a readable image ({e})') from e
-  try:
-    label = Image.open(io.BytesIO(label_bytes))
-    label.load()
-  except Exception as e:
-    raise PreparationError(f'{files.where(label_name)} is not a readable label map '
-                           f'({e})') from e
+  image = pairs.check_pair(files.where(image_name), image_bytes, files.where(label_name),
+                           label_bytes, num_ids=NUM_STORED_IDS, dataset='CamVid',
+                           note=' (11 = void)')
   if image.mode != 'RGB':
     raise PreparationError(f'{files.where(image_name)} has mode {image.mode}, expected RGB')
-  if label.size != image.size:
-    raise PreparationError(f'{files.where(label_name)} is {label.size[0]}x{label.size[1]} but '
-                           f'its image {image_name} is {image.size[0]}x{image.size[1]}')
-  if label.mode not in ('L', 'P'):
-    raise PreparationError(f'{files.where(label_name)} has mode {label.mode}: expected 8-bit '
-                           f'class ids, as in {LAYOUT}')
-  top = int(np.asarray(label).max())
-  if top >= NUM_STORED_IDS:
-    raise PreparationError(f'{files.where(label_name)} holds label id {top}; CamVid ids are '
-                           f'0..{NUM_STORED_IDS - 1} (11 = void)')
 
 
 class CamVid(tfds.core.GeneratorBasedBuilder):

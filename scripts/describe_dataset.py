@@ -5,9 +5,10 @@ of images holding it and the size of its objects, and a sample grid.
   python scripts/describe_dataset.py --config=configs/camvid_mcce.py --out=docs/camvid
 writes <out>/<dataset>_samples.png (the synthetic dataset: synthetic_samples_<profile>.png, v1:
 synthetic_samples.png) and prints markdown tables: per split and class the share of pixels and
-of images, the sizes of its objects, and the trivial predictor's score on the eval split. An object is a connected region of the class in a label
-map (8-connectivity): what a model sees of it, so an occluded car split in two counts twice and
-touching poles count once. Another profile or size: e.g. `--config.dataset.synthetic.profile=v1
+of images, the sizes of its objects, and the trivial predictor's score on the eval split. An
+object is a connected region of the class in a label map (8-connectivity): what a model sees
+of it, so an occluded car split in two counts twice and touching poles count once. Another
+synthetic profile or size: e.g. `--config.dataset.synthetic.profile=v1
 --config.dataset.synthetic.height=128 --config.dataset.synthetic.width=256`.
 """
 
@@ -111,7 +112,8 @@ def main(argv):
   print('|---|' + '---|---|' * len(splits))
   train_pixels = shares[splits[0]][0]
   for c in np.argsort(-train_pixels):
-    print(f'| {names[c]} | ' + ' | '.join(f'{100 * shares[s][0][c]:.2f} | {100 * shares[s][1][c]:.0f}'
+    print(f'| {names[c]} | ' + ' | '.join(f'{100 * shares[s][0][c]:.2f} | '
+                                         f'{100 * shares[s][1][c]:.0f}'
                                          for s in splits) + ' |')
   print('\nImages: ' + ', '.join(f'{s} {shares[s][2]}' for s in splits))
   # The trivial predictor: the train split's most frequent class everywhere.

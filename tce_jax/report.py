@@ -54,7 +54,7 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
                 labels: Sequence[str] | None = None, qualitative_images: int = 4,
                 kinds: dict[str, str] | None = None,
                 qualitative_labels: Sequence[str] | None = None,
-                qualitative_indices: Sequence[int] | None = None,  # pylint: disable=redefined-outer-name
+                qualitative_indices: Sequence[int] | None = None,
                 qualitative_runs: Sequence[str] | None = None,
                 qualitative_title: str | None = None,
                 qualitative_dataset: ml_collections.ConfigDict | None = None,

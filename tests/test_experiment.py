@@ -1,5 +1,6 @@
-"""The experiment script's smoke version: every method trains, the report is written, and a
-second start skips the finished runs."""
+"""Studies (tce_jax.studies) and their command line, scripts/experiment.py: the smoke version
+trains every method, writes the report, and a second start skips the finished runs; the
+summary's statistics; the synthetic study's methods and ablations."""
 
 import json
 import os
@@ -11,12 +12,21 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from tce_jax import stats as stats_lib
+from tce_jax import studies
+from tce_jax import workdir as workdir_lib
+from tce_jax.analysis import profile as profile_lib
+from tce_jax.analysis import summary as summary_lib
+from tce_jax.studies import runner
+from tce_jax.studies.synthetic import CLASS_CROP
+
 from conftest import ROOT, subprocess_env
+
+STUDY = studies.load('synthetic')
 
 
 @pytest.mark.slow
 def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
-  import experiment  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
   base = [sys.executable, 'scripts/experiment.py', '--quick', f'--data_dir={tmp_path / "tfds"}',
           f'--records={tmp_path / "records"}']
   command = base + [f'--out={tmp_path / "exp"}']
@@ -27,7 +37,7 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   with open(tmp_path / 'exp' / 'report' / 'report.json') as f:
     report = json.load(f)
   assert report['reference'] == 'mcce'
-  assert list(report['labels']) == list(experiment.METHODS)
+  assert list(report['labels']) == STUDY.main_methods
   assert list(report['labels'])[:7] == ['mcce', 'focal', 'uniform', 'tce_t0.1', 'tce_t1',
                                         'tce_image_t1', 'tce_class_t1']
   assert {'rcs', 'focal_no_alpha', 'ce_sqrt_inv_freq', 'ohem', 'recall',
@@ -37,14 +47,14 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
     methods_table, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
   methods_table, ablation_table = methods_table.split('### Ablations')
   # Every ablation pair of METHODS (table and p-values), none of the sweep's.
-  ablated = experiment.ABLATIONS['Ablations']
+  ablated = STUDY.ablations['Ablations']
   assert sum(line.startswith('|') for line in ablation_table.splitlines()) == 4 + 2 * len(ablated)
   assert '### t sweep ablations' not in ablation_table
   # One family (no sweep with --quick): the statistics table (header, rule, a row per method)
   # and the adjusted p-values (header, rule, a row per method but the reference).
   assert methods_table.startswith('### Methods') and '### t sweep' not in methods_table
   assert sum(line.startswith('|') for line in methods_table.splitlines()) == (
-      2 + len(experiment.METHODS) + 2 + len(experiment.METHODS) - 1)
+      2 + len(STUDY.main_methods) + 2 + len(STUDY.main_methods) - 1)
   assert (tmp_path / 'exp' / 'report' / 'pareto.png').stat().st_size > 0
   assert (tmp_path / 'exp' / 'report' / 'sweep.png').stat().st_size > 0  # t = 0, 0.1, 1
   assert '| mean of the 5 worst classes |' in profile and '| sky |' in profile
@@ -70,16 +80,16 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   # folder rebuilds the report, the qualitative figure included, from the records alone.
   assert 'qualitative figure' not in first.stdout  # every column shown
   predicted = set()  # the stored images of each run of the figure: the same ones
-  for method in experiment.METHODS:
+  for method in STUDY.main_methods:
     recorded = tmp_path / 'records' / f'{method}_s0'
-    figure = ['qualitative'] if method in experiment.QUALITATIVE_METHODS else []
+    figure = ['qualitative'] if method in STUDY.qualitative_methods else []
     assert sorted(os.listdir(recorded)) == ['config.json', 'environment', 'eval'] + figure, method
     assert os.listdir(recorded / 'environment') == ['0.json'], method
     if figure:
       predicted.add(tuple(sorted(os.listdir(recorded / 'qualitative'))))
     assert (recorded / 'eval' / '4.json').read_bytes() == (
         tmp_path / 'exp' / f'{method}_s0' / 'eval' / '4.json').read_bytes()
-  assert len(predicted) == 1 and 1 <= len(predicted.pop()) <= experiment.QUALITATIVE_IMAGES
+  assert len(predicted) == 1 and 1 <= len(predicted.pop()) <= STUDY.qualitative_images
   rebuilt = subprocess.run(base + [f'--out={tmp_path / "rebuilt"}'], cwd=ROOT,
                            env=subprocess_env(), capture_output=True, text=True, timeout=900,
                            check=False)
@@ -121,6 +131,47 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
   assert subset.returncode != 0 and "Unknown methods ['nonsense']" in subset.stderr
 
 
+def _differences(a: str, b: str) -> dict:
+  """The config fields in which two of the synthetic study's methods' runs differ (beyond
+  their names)."""
+  configs = [runner.run_config(STUDY, m, 0, steps=10, quick=False, data_dir=None) for m in (a, b)]
+  return {k: v for k, v in workdir_lib.config_changes(*configs).items() if k != 'name'}
+
+
+def test_a_study_is_one_file(tmp_path, monkeypatch):
+  """A toy study added as a new module of tce_jax/studies alone is found, planned and run
+  (its smoke version, two methods of config files plus overrides, from scratch to report)."""
+  import tce_jax.studies as package  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(package.__file__), 'toy_test_study.py')
+  with open(path, 'w') as f:
+    f.write("from tce_jax.studies.spec import Method, Study\n\n"
+            "STUDY = Study(name='toy', methods={'mcce': Method('synthetic_mcce', kind='paper'),"
+            " 'uniform': Method('synthetic_uniform', {'sampling.lag': 1})})\n")
+  try:
+    assert 'toy_test_study' in studies.available()
+    toy = studies.load('toy_test_study')
+    assert toy.reference == 'mcce' and toy.kind('uniform') == 'added'
+    result = runner.run_study(toy, str(tmp_path / 'out'), seeds=1, steps=2, quick=True,
+                              data_dir=str(tmp_path / 'tfds'))
+    assert list(result['labels']) == ['mcce', 'uniform']
+    assert (tmp_path / 'out' / 'report' / 'summary.md').stat().st_size > 0
+    with open(tmp_path / 'out' / 'uniform_s0' / 'config.json') as f:
+      saved = json.load(f)
+    assert saved['sampling']['lag'] == 1 and saved['tce']['t'] == 0.0
+  finally:
+    os.remove(path)
+  with pytest.raises(ValueError, match="No study 'toy_test_study'; studies: .*synthetic"):
+    studies.load('toy_test_study')
+
+
+def _default(field: str):
+  from tce_jax.configs import default  # pylint: disable=g-import-not-at-top
+  node = default.get_config()
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
 def _entry(runs, iou, stats):
   """A report.json label entry: per-class IoU and fairness as (mean, std) pairs."""
   return {'runs': ['r'] * runs,
@@ -129,15 +180,14 @@ def _entry(runs, iou, stats):
 
 
 def test_summary_intervals_holm_and_class_counts():
-  import experiment  # pylint: disable=g-import-not-at-top  (scripts/, on the path)
-  stats = {k: (10.0, 1.0) for k in experiment.SUMMARY_STATS}
+  stats = {k: (10.0, 1.0) for k in summary_lib.SUMMARY_STATS}
   reference = _entry(3, {'a': (10.0, 1.0), 'b': (50.0, 1.0), 'c': (5.0, 2.0),
                          'gone': (None, None)}, stats)
   # 'a' clearly better, 'b' clearly worse, 'c' inside the noise; mIoU +0.5 within noise, the
   # worst class +10 beyond it even after Holm over the 5 statistics.
   method = _entry(3, {'a': (30.0, 1.0), 'b': (20.0, 1.0), 'c': (6.0, 2.0),
                       'gone': (None, None)}, {**stats, 'miou': (10.5, 1.0), 'worst': (20.0, 1.0)})
-  text = experiment.summary({'reference': 'mcce', 'labels': {'mcce': reference,
+  text = summary_lib.summary({'reference': 'mcce', 'labels': {'mcce': reference,
                                                              'tce': method}})
   rows = [line for line in text.splitlines() if line.startswith('| mcce') or
           line.startswith('| tce')]
@@ -149,12 +199,12 @@ def test_summary_intervals_holm_and_class_counts():
   assert '**20.0 ± 1.0 (+10.0 [+7.7, +12.3])**' in rows[1]
   p_worst = 2 * scipy_stats.t.sf(10 / np.sqrt(2 / 3), 4)
   assert rows[2] == f'| tce | 1 | 1 | 1 | {min(1, 5 * p_worst):.3g} | 1 |'
-  single = experiment.summary({'reference': 'mcce', 'labels': {
+  single = summary_lib.summary({'reference': 'mcce', 'labels': {
       'mcce': _entry(1, {'a': (1.0, 0.0)}, stats), 'tce': _entry(1, {'a': (2.0, 0.0)}, stats)}})
   row = next(line for line in single.splitlines() if line.startswith('| tce | 1 |'))
   assert '(+0.0)' in row and row.endswith('| 0 / 0 |') and '**' not in row
   assert '| tce | - | - | - | - | - |' in single  # no p-values with one seed
-  families = experiment.summary(
+  families = summary_lib.summary(
       {'reference': 'mcce', 'labels': {'mcce': reference, 'tce': method, 'tce_t10': method}},
       {'Methods': ['tce'], 't sweep': ['tce_t10']})
   main, sweep = families.split('### t sweep')
@@ -165,7 +215,6 @@ def test_summary_intervals_holm_and_class_counts():
 def test_benchmark_profile_figures(tmp_path):
   """The five figures of the benchmark issue from per-seed eval records (classes absent from
   the split left out)."""
-  import experiment  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   iou = rng.uniform(0, 100, (3, 8))
   iou[1, 2] = 0.0
@@ -178,21 +227,21 @@ def test_benchmark_profile_figures(tmp_path):
     with open(workdir / 'eval' / '10.json', 'w') as f:
       json.dump({'per_class_iou': per_class, 'miou': float(iou[seed].mean())}, f)
     workdirs.append(str(workdir))
-  figures, classes, table = experiment.benchmark_profile(workdirs, 10)
+  figures, classes, table = profile_lib.benchmark_profile(workdirs, 10)
   mean = np.sort(iou.mean(0))
   np.testing.assert_allclose([figures['worst'], figures['bottom5'], figures['top5'],
                               figures['std'], figures['seed_std'], figures['min_any_seed']],
                              [mean[0], mean[:5].mean(), mean[-5:].mean(), np.std(mean, ddof=1),
                               np.std(iou.mean(1), ddof=1), 0.0])
   assert classes[-1] == 'absent' and np.isnan(table[:, -1]).all()
-  text = experiment.profile_table(figures, classes, table, 'mcce')
+  text = profile_lib.profile_table(figures, classes, table, 'mcce',
+                                   targets=STUDY.profile_targets)
   assert '| lowest class IoU in any seed | 0.0 | > 0 | | **no** |' in text
 
 
 def test_study_runs_go_seed_by_seed_with_fewer_sweep_seeds():
-  import experiment  # pylint: disable=g-import-not-at-top
   methods = ['mcce', 'tce_t1', 'tce_t10']
-  runs = experiment.study_runs(methods, seeds=5, sweep_seeds=3)
+  runs = runner.study_runs(STUDY, methods, seeds=5, sweep_seeds=3)
   assert runs[:3] == [('mcce', 0), ('tce_t1', 0), ('tce_t10', 0)]
   assert [r for r in runs if r[0] == 'tce_t10'] == [('tce_t10', s) for s in range(3)]
   assert [r for r in runs if r[0] == 'mcce'] == [('mcce', s) for s in range(5)]
@@ -200,25 +249,23 @@ def test_study_runs_go_seed_by_seed_with_fewer_sweep_seeds():
   # Any prefix holds every main method's seeds 0..k-1 before any seed k.
   seeds_seen = [s for m, s in runs if m != 'tce_t10']
   assert seeds_seen == sorted(seeds_seen)
-  assert experiment.study_runs(methods, seeds=2, sweep_seeds=3)[-1] == ('tce_t10', 1)
+  assert runner.study_runs(STUDY, methods, seeds=2, sweep_seeds=3)[-1] == ('tce_t10', 1)
   # The sweep trains the t = 1 method's code path at other t only.
-  for method, overrides in experiment.SWEEP.items():
-    base = experiment.ALL_METHODS[method.rsplit('_t', 1)[0] + '_t1']
-    assert {k: v for k, v in overrides.items() if k != 'tce.t'} == {
-        k: v for k, v in base.items() if k != 'tce.t'}
+  for method in STUDY.sweep:
+    base = method.rsplit('_t', 1)[0] + '_t1'
+    assert set(_differences(base, method)) == {'tce.t'}, method
 
 
 def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, capsys):
   """--notrain: the committed records of the study (MCCE seeds 0-1, Focal seed 0) are
   reported, Focal seed 1 (not recorded) is left out and named, and nothing trains."""
-  import experiment  # pylint: disable=g-import-not-at-top
   records = tmp_path / 'records'
   for run in ('mcce_s0', 'mcce_s1', 'focal_s0'):  # without predictions: no dataset needed
     shutil.copytree(os.path.join(ROOT, 'docs', 'results', 'runs', run), records / run,
                     ignore=shutil.ignore_patterns('qualitative'))
-  result = experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
-                                     records=str(records), train_missing=False,
-                                     report_dir=str(tmp_path / 'report'))
+  result = runner.run_study(STUDY, str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
+                            records=str(records), train_missing=False,
+                            report_dir=str(tmp_path / 'report'))
   printed = capsys.readouterr().out
   assert 'Not finished, left out of the report: 1 runs (focal_s1)' in printed
   assert 'No qualitative figure: the reference has no finished seed-1 run' in printed
@@ -227,50 +274,51 @@ def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, cap
   for name in ('summary.md', 'pareto.png', 'per_class_iou.png', 'report.json'):
     assert (tmp_path / 'report' / name).stat().st_size > 0
   with pytest.raises(ValueError, match='No finished run of the reference method focal'):
-    experiment.run_experiment(str(tmp_path / 'out'), seeds=2, methods=['focal', 'mcce'],
-                              records=str(tmp_path / 'empty'), train_missing=False)
+    runner.run_study(STUDY, str(tmp_path / 'out'), seeds=2, methods=['focal', 'mcce'],
+                     records=str(tmp_path / 'empty'), train_missing=False)
 
 
 def test_ablations_isolate_one_reason_and_correct_over_their_family():
-  import experiment  # pylint: disable=g-import-not-at-top
   # Each pair differs in the one thing its question names (docs/method.md's reasons).
   changed = {'signal': {'tce.signal'}, 'tilt': {'tce.t'}, 'size prior': {'tce.size_prior'},
-             'crop': set(experiment.CLASS_CROP)}
-  for family in experiment.ABLATIONS.values():
+             'crop': {k for k in CLASS_CROP if _default(k) != CLASS_CROP[k]}}  # min_pixels: default
+  assert changed['crop'] == {'sampling.class_crop.retries'}
+  for family in STUDY.ablations.values():
     for question, baseline, variant in family:
-      a, b = experiment.ALL_METHODS[baseline], experiment.ALL_METHODS[variant]
-      differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+      differ = set(_differences(baseline, variant))
       assert differ == changed[question.split(',')[0]], (question, baseline, variant)
-  stats = {k: (10.0, 1.0) for k in experiment.SUMMARY_STATS}
+  stats = {k: (10.0, 1.0) for k in summary_lib.SUMMARY_STATS}
   base = _entry(3, {'a': (10.0, 1.0), 'b': (50.0, 1.0)}, stats)
   # mIoU +0.5 within the noise; the worst class +10 beyond it after Holm over 2 x 5 tests.
   better = _entry(4, {'a': (30.0, 1.0), 'b': (50.0, 1.0)},
                   {**stats, 'miou': (10.5, 1.0), 'worst': (20.0, 1.0)})
   labels = {'mcce': base, 'tce_t1': base, 'tce_crop_t1': better, 'uniform': base}
-  text = experiment.ablations({'reference': 'mcce', 'labels': labels}, {
+  text = summary_lib.ablations({'reference': 'mcce', 'labels': labels}, {
       'Ablations': [('crop', 'tce_t1', 'tce_crop_t1'), ('crop', 'uniform', 'tce_t1'),
                     ('crop, t = 0', 'uniform', 'uniform_crop')],  # uniform_crop: no runs
       'Empty': [('tilt', 'tce_t1', 'tce_t10')]})
   assert '### Empty' not in text and 'uniform_crop' not in text
   row = next(line for line in text.splitlines() if line.startswith('| crop | tce_t1 |'))
   assert row.startswith('| crop | tce_t1 | tce_crop_t1 | 3 / 4 | ') and row.endswith('| 1 / 0 |')
-  welch = experiment.stats.welch(20.0, 1.0, 4, 10.0, 1.0, 3)
+  welch = stats_lib.welch(20.0, 1.0, 4, 10.0, 1.0, 3)
   assert f"**+10.0 [{welch['low']:+.1f}, {welch['high']:+.1f}]**" in row
   assert '| +0.5 [' in row and '**+0.5' not in row
   assert 'Holm\'s correction over the 10 comparisons' in text  # 2 rows x 5 statistics
   p_row = next(line for line in text.splitlines() if line.startswith('| tce_t1 -> tce_crop'))
   assert p_row.split(' | ')[4] == f"{min(1.0, 10 * welch['p']):.3g}"  # the worst class's
-  assert experiment.ablations({'reference': 'mcce', 'labels': {'mcce': base}},
-                              experiment.ABLATIONS) == ''
+  assert summary_lib.ablations({'reference': 'mcce', 'labels': {'mcce': base}},
+                              STUDY.ablations) == ''
 
 
 def test_sweep_series_hold_one_method_at_several_t():
-  import experiment  # pylint: disable=g-import-not-at-top
-  for title, points in experiment.SWEEP_SERIES.items():
+  for title, points in STUDY.sweep_series.items():
     others = set()
     for t, method in points.items():
-      overrides = experiment.ALL_METHODS[method]
-      assert overrides['tce.t'] == t, (title, method)
+      config = runner.run_config(STUDY, method, 0, steps=10, quick=False, data_dir=None)
+      assert config.tce.t == t, (title, method)
       if t != 0:  # t = 0 (uniform draws) has no signal to choose
-        others.add(tuple(sorted((k, v) for k, v in overrides.items() if k != 'tce.t')))
+        flat = workdir_lib.config_dict(config)
+        others.add(json.dumps({k: v for k, v in flat.items() if k not in ('name', 'tce')},
+                              sort_keys=True) + str({k: v for k, v in flat['tce'].items()
+                                                     if k != 't'}))
     assert len(others) == 1, title

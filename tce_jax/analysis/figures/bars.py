@@ -18,8 +18,9 @@ def plot_bars(report: dict, out: str):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   classes = report['class_order']
-  series = {label: (np.array([style_lib.nan_to_none(e['per_class_iou'][c]['mean']) for c in classes]),
-                    np.array([style_lib.nan_to_none(e['per_class_iou'][c]['std']) for c in classes]))
+  nan = style_lib.nan_to_none
+  series = {label: (np.array([nan(e['per_class_iou'][c]['mean']) for c in classes]),
+                    np.array([nan(e['per_class_iou'][c]['std']) for c in classes]))
             for label, e in report['labels'].items()}
   per_group = 0.6 * max(1.0, len(series) / 6)  # room for every label's bar
   fig, ax = plt.subplots(figsize=(max(8, per_group * len(classes) + 2), 5))

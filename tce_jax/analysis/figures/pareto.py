@@ -103,8 +103,9 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
     if ax is axes[0]:
       corner = legend.get_window_extent(renderer)
       keep_clear.append((corner.x0, corner.y0, corner.x1, corner.y1))
-    offsets = placement.label_offsets(points[indices], sizes, (frame.x0, frame.y0, frame.x1, frame.y1),
-                            obstacles=keep_clear)
+    offsets = placement.label_offsets(points[indices], sizes,
+                                      (frame.x0, frame.y0, frame.x1, frame.y1),
+                                      obstacles=keep_clear)
     for i, (dx, dy) in zip(indices, offsets * 72 / fig.dpi):  # points: scale with the dpi
       ax.annotate(labels[i], (x[i], y[i]), xytext=(dx, dy), textcoords='offset points',
                   fontsize=7, ha='left' if dx >= 0 else 'right', va='center',

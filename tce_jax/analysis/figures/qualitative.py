@@ -53,8 +53,8 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
   source = datasets.load_source(config, config.dataset.eval_split)
   names = list(spec.class_names)
   if indices is None:
-    indices = predictions_lib.qualitative_indices(source, [names.index(c) for c in report['class_order'][:3]],
-                                  num_images)
+    worst = [names.index(c) for c in report['class_order'][:3]]
+    indices = predictions_lib.qualitative_indices(source, worst, num_images)
   chosen = [int(i) for i in indices]
   examples = [source[i] for i in chosen]
   predictions = {}

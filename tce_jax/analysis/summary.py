@@ -1,0 +1,133 @@
+"""A study's summary tables (summary.md), built on `tce_jax.stats`: per family of methods each
+one's headline statistics against the reference, and the ablation contrasts, with Welch's
+test, 95% intervals, Holm's correction over each declared family and per-class counts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tce_jax import stats
+
+SUMMARY_STATS = {'miou': 'mIoU', 'sorted_bottom': 'bottom 25% (MCCE\'s worst classes)',
+                 'percentile_bottom_miou': 'own bottom 25%', 'worst': 'worst class',
+                 'std': 'class-IoU std'}
+ALPHA = stats.ALPHA  # significance level after Holm's correction
+
+
+def _welch(entry: dict, reference: dict, n: int, n_ref: int) -> dict:
+  return stats.welch(entry['mean'], entry['std'], n, reference['mean'], reference['std'], n_ref)
+
+
+def _interval(c: dict) -> str:
+  if not np.isfinite(c['low']):
+    return f"{c['diff']:+.1f}"
+  return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
+
+
+def classes_beyond_noise(entry: dict, reference: dict, n: int, n_ref: int) -> tuple[int, int]:
+  """(better, worse): classes whose IoU differs from the reference's at ALPHA after Holm's
+  correction over the classes present in both (Welch per class)."""
+  return stats.beyond_noise(stats.per_class(entry, reference, n, n_ref), ALPHA)
+
+
+def summary(report_json: dict, families: dict[str, list[str]] | None = None) -> str:
+  """Markdown: per family of methods, each method's headline statistics (mean +- std over
+  seeds) and their difference to the reference with a 95% confidence interval; bold where
+  Welch's test is significant at ALPHA after Holm's correction over the family's table (every
+  method x statistic); then the adjusted p-values, and per method the classes better / worse
+  than the reference after Holm over the classes. `families` (title -> labels) defaults to one
+  family of every label."""
+  labels, reference = report_json['labels'], report_json['reference']
+  ref, n_ref = labels[reference], len(labels[reference]['runs'])
+  if families is None:
+    families = {'': [l for l in labels if l != reference]}
+  sections = []
+  for title, members in families.items():
+    members = [m for m in members if m in labels and m != reference]
+    tests, adjusted, tested = _family(labels, [(m, reference) for m in members])
+    lines = ([f'### {title}', ''] if title else []) + [
+        '| method | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
+        f' | classes better / worse than {reference} |', '|---|---|' +
+        '---|' * (len(SUMMARY_STATS) + 1)]
+    for label in [reference] + members:
+      entry, n = labels[label], len(labels[label]['runs'])
+      cells = []
+      for key in SUMMARY_STATS:
+        cell = f"{entry['fairness'][key]['mean']:.1f} ± {entry['fairness'][key]['std']:.1f}"
+        if label != reference:
+          cell += f' ({_interval(tests[label, reference][key])})'
+          if adjusted[(label, reference), key] <= ALPHA:
+            cell = f'**{cell}**'
+        cells.append(cell)
+      counts = '' if label == reference else '{} / {}'.format(
+          *classes_beyond_noise(entry, ref, n, n_ref))
+      lines.append(f'| {label} | {n} | ' + ' | '.join(cells) + f' | {counts} |')
+    lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} '
+              "and its 95% confidence interval (Welch). **Bold**: Welch's two-sided test "
+              f'significant at {ALPHA} after Holm\'s correction over the {tested} comparisons '
+              'of this table (adjusted p-values below). Classes better / worse: per class, '
+              f'Welch against {reference}, Holm over the classes, at {ALPHA}.', '',
+              '| method | ' + ' | '.join(f'p ({v})' for v in SUMMARY_STATS.values()) + ' |',
+              '|---|' + '---|' * len(SUMMARY_STATS)]
+    for label in members:
+      lines.append(f'| {label} | ' + _p_cells(adjusted, (label, reference)) + ' |')
+    sections.append('\n'.join(lines))
+  return '\n\n'.join(sections)
+
+
+def _family(labels: dict, pairs: list[tuple[str, str]]) -> tuple[dict, dict, int]:
+  """Welch's comparison of each (variant, baseline) pair on every SUMMARY_STATS statistic,
+  and the p-values adjusted by Holm over the whole family (pairs x statistics). Returns
+  (tests[pair][statistic], adjusted[pair, statistic], the number of comparisons tested)."""
+  tests = {(v, b): {k: _welch(labels[v]['fairness'][k], labels[b]['fairness'][k],
+                              len(labels[v]['runs']), len(labels[b]['runs']))
+                    for k in SUMMARY_STATS} for v, b in pairs}
+  flat = [(pair, k) for pair in tests for k in SUMMARY_STATS]
+  adjusted = dict(zip(flat, stats.holm([tests[pair][k]['p'] for pair, k in flat])))
+  return tests, adjusted, int(sum(np.isfinite(p) for p in adjusted.values()))
+
+
+def _p_cells(adjusted: dict, pair: tuple[str, str]) -> str:
+  return ' | '.join('-' if not np.isfinite(adjusted[pair, k]) else f'{adjusted[pair, k]:.3g}'
+                    for k in SUMMARY_STATS)
+
+
+def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]]) -> str:
+  """Markdown: per family of ablations (title -> (question, baseline, variant) rows), the
+  difference variant - baseline in each headline statistic with its 95% confidence interval
+  (Welch); bold where Welch's test is significant at ALPHA after Holm's correction over the
+  family's table (rows x statistics); the adjusted p-values; per row the classes better /
+  worse in the variant than in the baseline (Holm over the classes). A row whose methods are
+  not both in the report is left out, and a family without rows altogether; '' if none."""
+  labels = report_json['labels']
+  sections = []
+  for title, rows in families.items():
+    rows = [(q, b, v) for q, b, v in rows if b in labels and v in labels]
+    if not rows:
+      continue
+    tests, adjusted, tested = _family(labels, [(v, b) for _, b, v in rows])
+    lines = [f'### {title}', '',
+             '| question | baseline | variant | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
+             ' | classes better / worse in the variant |',
+             '|---|---|---|---|' + '---|' * (len(SUMMARY_STATS) + 1)]
+    for question, b, v in rows:
+      cells = [(f'**{_interval(tests[v, b][k])}**' if adjusted[(v, b), k] <= ALPHA
+                else _interval(tests[v, b][k])) for k in SUMMARY_STATS]
+      n_b, n_v = len(labels[b]['runs']), len(labels[v]['runs'])
+      counts = '{} / {}'.format(*classes_beyond_noise(labels[v], labels[b], n_v, n_b))
+      lines.append(f'| {question} | {b} | {v} | {n_b} / {n_v} | ' + ' | '.join(cells) +
+                   f' | {counts} |')
+    lines += ['', 'Variant minus baseline, and its 95% confidence interval (Welch); runs: '
+              "baseline / variant. **Bold**: Welch's two-sided test significant at "
+              f"{ALPHA} after Holm's correction over the {tested} comparisons of this table "
+              '(adjusted p-values below). Classes better / worse: per class, Welch of the '
+              f'variant against the baseline, Holm over the classes, at {ALPHA}.', '',
+              '| baseline -> variant | ' + ' | '.join(f'p ({v})' for v in
+                                                     SUMMARY_STATS.values()) + ' |',
+              '|---|' + '---|' * len(SUMMARY_STATS)]
+    for _, b, v in rows:
+      lines.append(f'| {b} -> {v} | ' + _p_cells(adjusted, (v, b)) + ' |')
+    sections.append('\n'.join(lines))
+  return '\n\n'.join(sections)
+
+

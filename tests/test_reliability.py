@@ -96,8 +96,10 @@ def test_checkpoint_of_another_model_is_a_clear_error(make_tiny_config, tmp_path
 
 def test_unwritable_workdir_is_a_clear_error(make_tiny_config, tmp_path):
   (tmp_path / 'a_file').write_text('')
-  with pytest.raises(ValueError, match='is not writable'):
+  with pytest.raises(ValueError, match=r'cannot be created: .*a_file is a file, not a folder'):
     train.train_and_evaluate(make_tiny_config(), str(tmp_path / 'a_file' / 'run'))
+  with pytest.raises(ValueError, match=r'a_file cannot be created: .*a_file is a file'):
+    train.train_and_evaluate(make_tiny_config(), str(tmp_path / 'a_file'))  # the workdir
 
 
 class FlakyRecords:

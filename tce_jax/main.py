@@ -89,7 +89,8 @@ def summary(record: dict, workdir: str) -> str:
   worst = sorted(ious, key=ious.get)[:3]
   return '\n'.join([
       f'\nFinished: {workdir} (step {record["step"]})',
-      f'  validation mIoU {record["miou"]:.2f}, pixel accuracy {record["pixel_accuracy"]:.2f}; '
+      f'  {record.get("split", "validation")} mIoU {record["miou"]:.2f}, pixel accuracy '
+      f'{record["pixel_accuracy"]:.2f}; '
       'worst classes: ' + ', '.join(f'{name} {ious[name]:.1f}' for name in worst),
       f'  record:    {rundir.eval_path(workdir, record["step"])}',
       f'  evaluate:  {python} -m tce_jax.evaluate --workdir={workdir} [--flip] '

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import os
 import signal
-import threading
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -39,10 +38,12 @@ from tce_jax import labels as labels_lib
 from tce_jax import losses
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
+from tce_jax import preemption
 from tce_jax import progress
 from tce_jax import records
 from tce_jax import rundir
 from tce_jax import sampling
+from tce_jax import tensorboard_layout
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
@@ -350,54 +351,7 @@ def model_variables(state: TrainState) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-class Interrupted(Exception):
-  """Training stopped on SIGTERM / SIGINT after saving a checkpoint of the step reached."""
-
-  def __init__(self, signum: int, step: int, workdir: str):
-    self.signum, self.step = signum, step
-    super().__init__(f'Stopped by {signal.Signals(signum).name} after step {step}; its '
-                     f'checkpoint is saved in {workdir}/checkpoints. Run the same command '
-                     'again to resume.')
-
-
-class _StopSignals:
-  """Turns SIGTERM (what schedulers send before a kill) and SIGINT into a request to stop
-  after the current step; a second SIGINT interrupts at once. Only in the main thread (the
-  only one that receives signals) of a single-process run: with several processes, JAX's
-  distributed runtime receives the preemption notice and all processes agree on the step
-  (`multihost_utils.reached_preemption_sync_point`)."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def __enter__(self):
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signum == signal.SIGINT and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # asked twice: stop now
-    self.signum = signum
-    logging.warning('Received %s: finishing the current step, then saving a checkpoint.',
-                    signal.Signals(signum).name)
-
-  def requested(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      try:
-        if multihost_utils.reached_preemption_sync_point(step):
-          self.signum = signal.SIGTERM
-      except RuntimeError:  # no preemption service in this distributed runtime
-        pass
-    return self.signum is not None
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    return False
+Interrupted = preemption.Interrupted  # where main catches it
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -453,7 +407,7 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
     if start_step >= num_steps:  # nothing to train: the record of the state's own step
       return _final_record(evaluator, state, workdir, writer, class_writer)
     if start_step == 0 and lead:
-      write_tensorboard_layout(workdir)
+      tensorboard_layout.write(workdir)
     if start_step == 0:  # to TensorBoard's HParams page only (a very long console line)
       class_writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
                             for k, v in traverse_util.flatten_dict(config.to_dict(),
@@ -467,39 +421,6 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
     for w in (writer, class_writer):
       if w is not None:
         w.close()
-
-
-def write_tensorboard_layout(workdir: str) -> None:
-  """TensorBoard's Custom Scalars page for the run: every class's IoU on one chart, every
-  class's sampling probability (tilted loss, draws) on one chart, the fairness statistics on
-  one chart, so that classes are compared at a glance rather than on separate pages."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.plugins.custom_scalar import layout_pb2  # pylint: disable=g-import-not-at-top
-  from tensorboard.plugins.custom_scalar import summary as custom_scalar  # pylint: disable=g-import-not-at-top
-
-  def chart(title, *patterns):
-    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
-        tag=list(patterns)))
-
-  layout = layout_pb2.Layout(category=[
-      layout_pb2.Category(title='Classes compared', chart=[
-          chart('validation IoU of every class (%)', r'^eval/iou/.*'),
-          chart('validation mIoU and fairness statistics (%)', r'^eval/miou$',
-                r'^eval/fairness/(sorted_|percentile_.*miou|worst|std).*'),
-      ]),
-      layout_pb2.Category(title='Losses', chart=[
-          chart('training loss (the configured one), training and validation cross-entropy',
-                r'^train/(loss|mcce)$', r'^eval/cross_entropy$'),
-      ]),
-      layout_pb2.Category(title='Sampling (class-conditional samplers)', chart=[
-          chart('sampling probability of every class', r'^sampling/probability/.*'),
-          chart('EMA tilted loss of every class (log)', r'^sampling/log_tilted/.*'),
-          chart('draws of every class', r'^sampling/draw_count/.*'),
-      ]),
-  ])
-  with tf.summary.create_file_writer(workdir).as_default() as _:
-    tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
-    tf.summary.flush()
 
 
 def _final_record(evaluator, state: TrainState, workdir: str, writer, class_writer) -> dict:
@@ -544,7 +465,7 @@ def _train_loop(experiment: Experiment, state: TrainState, checkpoints, evaluato
           f'step {checkpoints.latest_step()}) hold only finite parameters; lower the learning '
           'rate, or use --config.train.nonfinite=skip to skip such steps.')
 
-  with _StopSignals() as stop, progress.above_bars(not bar.disable), bar:
+  with preemption.StopSignals() as stop, progress.above_bars(not bar.disable), bar:
     for done, state, metrics in training_steps(experiment, state):
       window.append(metrics)
       unchecked.append((done, metrics['finite']))

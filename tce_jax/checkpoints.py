@@ -7,7 +7,6 @@ sampler nor the training data. Both go through `restore`, with the same error me
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 from typing import Any, Callable
@@ -154,16 +153,12 @@ def restore_latest(checkpoints: ocp.CheckpointManager, target: PyTree) -> PyTree
   return None
 
 
-def damaged(workdir: str) -> list[str]:
-  """The damaged checkpoints `restore_latest` moved aside in `workdir`."""
-  return sorted(glob.glob(os.path.join(directory(workdir), 'corrupt-*')))
-
-
 def _move_aside(checkpoints: ocp.CheckpointManager, step: int) -> str:
   """Renames a damaged step directory so that orbax no longer lists it (and a new save of
   that step does not collide with it); returns its new path."""
   folder = os.fspath(checkpoints.directory)
-  aside = os.path.join(folder, f'corrupt-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  aside = rundir.damaged_checkpoint_path(os.path.dirname(folder), step,
+                                         time.strftime('%Y%m%d-%H%M%S'))
   if jax.process_index() == 0:
     os.rename(os.path.join(folder, str(step)), aside)
   if jax.process_count() > 1:

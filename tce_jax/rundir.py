@@ -7,6 +7,7 @@ RUN/
                             each config the run used, by the step it took effect at
   environment/<step>.json   the code, packages and machine of each training process
   checkpoints/<step>/       orbax checkpoints; damaged ones renamed `corrupt-<step>-<time>`
+                            (`damaged_checkpoint_path`)
   eval/<step>.json, .csv    the evaluation of `step` on the config's eval split with the
                             run's own protocol (the record the report reads)
   eval/<step>_<split>.json  on another split; eval/<step>[_<split>]_<tag>.json with another
@@ -37,6 +38,7 @@ EVAL = 'eval'
 QUALITATIVE = 'qualitative'
 EVENTS_PREFIX = 'events.out.tfevents.'
 PREVIOUS_PREFIX = 'previous-'
+DAMAGED_PREFIX = 'corrupt-'  # a damaged checkpoint moved aside: corrupt-<step>-<time>
 
 
 def config_path(run: str) -> str:
@@ -55,6 +57,16 @@ def checkpoints_dir(run: str) -> str:
   return os.path.join(os.path.abspath(run), CHECKPOINTS)
 
 
+def damaged_checkpoint_path(run: str, step: int, stamp: str) -> str:
+  """Where the damaged checkpoint of `step` is moved aside (orbax no longer lists it)."""
+  return os.path.join(checkpoints_dir(run), f'{DAMAGED_PREFIX}{step}-{stamp}')
+
+
+def damaged_checkpoints(run: str) -> list[str]:
+  """The damaged checkpoints moved aside in the run's checkpoints folder."""
+  return sorted(glob.glob(os.path.join(checkpoints_dir(run), f'{DAMAGED_PREFIX}*')))
+
+
 def eval_suffix(split: str | None = None, tag: str = '') -> str:
   """'' for the run's own split and protocol, '_<split>' and / or '_<tag>' otherwise."""
   return (f'_{split}' if split else '') + (f'_{tag}' if tag else '')
@@ -71,8 +83,12 @@ def eval_steps(run: str) -> list[int]:
   return sorted(int(n[:-5]) for n in names if re.fullmatch(r'\d+\.json', n))
 
 
+def qualitative_dir(run: str) -> str:
+  return os.path.join(run, QUALITATIVE)
+
+
 def qualitative_path(run: str, index: int) -> str:
-  return os.path.join(run, QUALITATIVE, f'{index}.png')
+  return os.path.join(qualitative_dir(run), f'{index}.png')
 
 
 def event_files(run: str) -> list[str]:

@@ -389,7 +389,7 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
       logging.info('Resumed from the checkpoint of step %d.', int(state.step))
       checkpoints_lib.prune(checkpoints, config.train.keep_checkpoints)
     elif lead:  # all checkpoints damaged earlier: the run is kept unless told to start over
-      workdir_lib.check_fresh_start(workdir, checkpoints_lib.damaged(workdir),
+      workdir_lib.check_fresh_start(workdir, rundir.damaged_checkpoints(workdir),
                                     restart=restart_from_scratch)
     start_step, num_steps = int(state.step), config.train.num_steps
     if lead:  # what `evaluate` and `report` read back; refuses a drifted config

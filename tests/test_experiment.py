@@ -18,6 +18,7 @@ from tce_jax import workdir as workdir_lib
 from tce_jax.analysis import profile as profile_lib
 from tce_jax.analysis import summary as summary_lib
 from tce_jax.studies import runner
+from tce_jax.studies.spec import config_fields
 from tce_jax.studies.synthetic import CLASS_CROP
 
 from conftest import ROOT, subprocess_env
@@ -164,14 +165,6 @@ def test_a_study_is_one_file(tmp_path, monkeypatch):
     studies.load('toy_test_study')
 
 
-def _default(field: str):
-  from tce_jax.configs import default  # pylint: disable=g-import-not-at-top
-  node = default.get_config()
-  for part in field.split('.'):
-    node = node[part]
-  return node
-
-
 def _entry(runs, iou, stats):
   """A report.json label entry: per-class IoU and fairness as (mean, std) pairs."""
   return {'runs': ['r'] * runs,
@@ -281,7 +274,8 @@ def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, cap
 def test_ablations_isolate_one_reason_and_correct_over_their_family():
   # Each pair differs in the one thing its question names (docs/method.md's reasons).
   changed = {'signal': {'tce.signal'}, 'tilt': {'tce.t'}, 'size prior': {'tce.size_prior'},
-             'crop': {k for k in CLASS_CROP if _default(k) != CLASS_CROP[k]}}  # min_pixels: default
+             'crop': {k for k, v in CLASS_CROP.items()
+                      if config_fields('default', k)[k] != v}}  # min_pixels: the default
   assert changed['crop'] == {'sampling.class_crop.retries'}
   for family in STUDY.ablations.values():
     for question, baseline, variant in family:

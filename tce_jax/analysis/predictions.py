@@ -30,7 +30,7 @@ def write_predictions(run: str, indices: Sequence[int], predictions: Sequence[np
   """Stores each predicted label map as RUN/qualitative/<index>.png (written to a temporary
   name first: a file there is always whole)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(rundir.qualitative_path(run, 0)), exist_ok=True)
+  os.makedirs(rundir.qualitative_dir(run), exist_ok=True)
   flat = np.zeros((256, 3), np.uint8)
   flat[:len(palette)] = np.asarray(palette, np.uint8)[:256]
   for index, prediction in zip(indices, predictions, strict=True):

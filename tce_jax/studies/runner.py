@@ -142,7 +142,7 @@ class _Plan:
     return self.indices
 
   def has_predictions(self, run: str) -> bool:
-    return (os.path.isdir(os.path.dirname(rundir.qualitative_path(run, 0))) and
+    return (os.path.isdir(rundir.qualitative_dir(run)) and
             report.read_predictions(run, self.figure_images()) is not None)
 
   def showable(self, run: str) -> bool:

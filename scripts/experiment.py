@@ -2,7 +2,7 @@
 
   python scripts/experiment.py [--study=synthetic] --out=runs/experiment [--seeds=3]
       [--sweep_seeds=3] [--steps=N] [--quick] [--methods=mcce,tce_t1,...]
-      [--records=docs/results/runs] [--notrain] [--report_dir=docs/results]
+      [--records=docs/results/runs] [--notrain] [--report_dir=docs/results] [--jobs=2]
 
 The study is data (its methods, families, ablations, qualitative figure and profile:
 tce_jax/studies/synthetic.py for the synthetic one); the runner is tce_jax.studies.runner.
@@ -36,6 +36,7 @@ version (tiny model and data, 1 seed, a few steps) for the tests.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -65,6 +66,8 @@ def _define_flags():
                       'docs/results.')
   flags.DEFINE_integer('sweep_seeds', 3, 'Seeds of each t-sweep method, at most '
                        '--seeds.')
+  flags.DEFINE_integer('jobs', 1, 'Runs trained at once, each in its own process pinned to '
+                       'its share of the cores (2 on a 2-core machine: docs/performance.md).')
   flags.DEFINE_list('methods', None, 'Methods to run (names of the study\'s methods; default: '
                     'all). The first is the reference of the report.')
 
@@ -76,9 +79,12 @@ def main(argv):
     runner.run_study(studies.load(FLAGS.study), FLAGS.out, seeds=seeds, steps=steps,
                      quick=FLAGS.quick, data_dir=FLAGS.data_dir, methods=FLAGS.methods,
                      records=FLAGS.records, sweep_seeds=FLAGS.sweep_seeds,
-                     train_missing=FLAGS.train, report_dir=FLAGS.report_dir)
+                     train_missing=FLAGS.train, report_dir=FLAGS.report_dir,
+                     jobs=FLAGS.jobs)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  except RuntimeError as e:
+    sys.exit(f'Error: {e}')
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.out, 'report')
   print(f'Report: {os.path.join(report_dir, "report.md")}')
 

@@ -8,6 +8,12 @@ statistics at once; Holm's step-down procedure corrects a family of p-values so 
 chance of any false "significant" in the family stays below the level (no independence
 assumed), and it rejects everything Bonferroni rejects, and often more.
 
+"No difference" is a claim of its own: a test that fails to find a difference shows nothing.
+Equivalence within a margin m fixed in advance is tested with two one-sided tests (TOST):
+the difference is shown to lie above -m and below +m, each with Welch's one-sided test; the
+larger of the two p-values is the equivalence p-value, and equivalence at level alpha holds
+exactly when the (1 - 2 alpha) Welch interval lies inside (-m, +m).
+
 Everything here takes summary numbers (mean, sample std with ddof 1, number of runs), which
 is what the report keeps per method.
 """
@@ -44,6 +50,30 @@ def welch(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_
   p = 2 * float(scipy_stats.t.sf(abs(diff) / se, df))
   half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * se
   return {'diff': diff, 'low': diff - half, 'high': diff + half, 'p': p, 'df': df}
+
+
+def equivalence(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int,
+                margin: float, alpha: float = ALPHA) -> dict[str, float]:
+  """Welch's two one-sided tests that mean_a - mean_b lies inside (-margin, +margin).
+
+  Returns diff, the (1 - 2 alpha) interval (low, high: 90% at alpha = 0.05), p (the larger
+  one-sided p-value: small p shows equivalence) and df. NaN without two runs on each side;
+  with no spread at all, p is 0 inside the margin and 1 outside."""
+  if not margin > 0:
+    raise ValueError(f'margin must be > 0, got {margin}')
+  test = welch(mean_a, std_a, n_a, mean_b, std_b, n_b, confidence=1 - 2 * alpha)
+  diff, df = test['diff'], test['df']
+  if not np.isfinite(test['low']):
+    return {'diff': diff, 'low': test['low'], 'high': test['high'], 'p': float('nan'),
+            'df': df}
+  se = math.sqrt(std_a ** 2 / n_a + std_b ** 2 / n_b)
+  if se == 0:
+    p = float(not -margin < diff < margin)
+  else:
+    above = float(scipy_stats.t.sf((diff + margin) / se, df))  # H0: diff <= -margin
+    below = float(scipy_stats.t.sf((margin - diff) / se, df))  # H0: diff >= +margin
+    p = max(above, below)
+  return {'diff': diff, 'low': test['low'], 'high': test['high'], 'p': p, 'df': df}
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

@@ -185,7 +185,7 @@ def test_summary_intervals_holm_and_class_counts():
   rows = [line for line in text.splitlines() if line.startswith('| mcce') or
           line.startswith('| tce')]
   assert len(rows) == 3  # reference, method, and the method's adjusted p-values
-  assert rows[1].endswith('| 1 / 1 |')
+  assert rows[1].endswith('| 1 / 1 (1 / 1) |')  # one method: the table is its classes
   # Welch: se = sqrt(2 / 3), df = 4, t_0.975(4) = 2.776: +0.5 [-1.8, +2.8], p 0.573; Holm over
   # the 5 statistics: the worst class's p x 5, then 0.573 x 4 -> 1, the ties at p = 1 stay 1.
   assert '| 10.5 ± 1.0 (+0.5 [-1.8, +2.8]) |' in rows[1]
@@ -195,7 +195,7 @@ def test_summary_intervals_holm_and_class_counts():
   single = summary_lib.summary({'reference': 'mcce', 'labels': {
       'mcce': _entry(1, {'a': (1.0, 0.0)}, stats), 'tce': _entry(1, {'a': (2.0, 0.0)}, stats)}})
   row = next(line for line in single.splitlines() if line.startswith('| tce | 1 |'))
-  assert '(+0.0)' in row and row.endswith('| 0 / 0 |') and '**' not in row
+  assert '(+0.0)' in row and row.endswith('| 0 / 0 (0 / 0) |') and '**' not in row
   assert '| tce | - | - | - | - | - |' in single  # no p-values with one seed
   families = summary_lib.summary(
       {'reference': 'mcce', 'labels': {'mcce': reference, 'tce': method, 'tce_t10': method}},
@@ -271,6 +271,29 @@ def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, cap
                      records=str(tmp_path / 'empty'), train_missing=False)
 
 
+def test_equivalence_verdicts_and_their_correction():
+  """Each verdict from its tests: equivalence needs the 90% interval inside the margin after
+  Holm over the table's equivalence tests; a failed difference test alone is inconclusive."""
+  stats = {k: (50.0, 0.5) for k in summary_lib.SUMMARY_STATS}
+  iou = {'a': (50.0, 0.5)}
+  labels = {'mcce': _entry(5, iou, {**stats, 'miou': (50.0, 0.1)}),
+            'close': _entry(5, iou, {**stats, 'miou': (50.1, 0.1)}),
+            'far': _entry(5, iou, {**stats, 'miou': (60.0, 0.5)}),
+            'noisy': _entry(5, iou, {**stats, 'miou': (50.0, 5.0)}),
+            'small': _entry(5, iou, {**stats, 'miou': (50.5, 0.1)})}
+  text = summary_lib.summary({'reference': 'mcce', 'labels': labels},
+                             {'Methods': ['close', 'far', 'noisy', 'small']}, {'miou': 1.0})
+  verdicts = {line.split(' | ')[0][2:].split(' -> ')[1]: line.split(' | ')[-1][:-2]
+              for line in text.splitlines() if line.startswith('| mcce -> ')}
+  assert verdicts == {'close': 'equivalent (±1)', 'far': 'differs', 'noisy': 'inconclusive',
+                      'small': 'differs, within ±1'}, verdicts
+  # close: diff +0.1, se sqrt(0.004), df 8; TOST p = sf((1 - 0.1) / se, 8), Holm x 4 tests.
+  p = scipy_stats.t.sf(0.9 / np.sqrt(0.004), 8)
+  row = next(line for line in text.splitlines() if line.startswith('| mcce -> close'))
+  assert row.split(' | ')[2] == f'{min(1.0, 4 * p):.3g}'
+  assert 'over the 4 equivalence tests' in text
+
+
 def test_ablations_isolate_one_reason_and_correct_over_their_family():
   # Each pair differs in the one thing its question names (docs/method.md's reasons).
   changed = {'signal': {'tce.signal'}, 'tilt': {'tce.t'}, 'size prior': {'tce.size_prior'},
@@ -293,7 +316,8 @@ def test_ablations_isolate_one_reason_and_correct_over_their_family():
       'Empty': [('tilt', 'tce_t1', 'tce_t10')]})
   assert '### Empty' not in text and 'uniform_crop' not in text
   row = next(line for line in text.splitlines() if line.startswith('| crop | tce_t1 |'))
-  assert row.startswith('| crop | tce_t1 | tce_crop_t1 | 3 / 4 | ') and row.endswith('| 1 / 0 |')
+  assert (row.startswith('| crop | tce_t1 | tce_crop_t1 | 3 / 4 | ') and
+          row.endswith('| 1 / 0 (1 / 0) |'))
   welch = stats_lib.welch(20.0, 1.0, 4, 10.0, 1.0, 3)
   assert f"**+10.0 [{welch['low']:+.1f}, {welch['high']:+.1f}]**" in row
   assert '| +0.5 [' in row and '**+0.5' not in row

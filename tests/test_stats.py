@@ -46,6 +46,36 @@ def test_welch_closed_form_and_edge_cases():
   assert stats.welch(1.0, 0.0, 3, 1.0, 0.0, 3)['p'] == 1.0
 
 
+@pytest.mark.filterwarnings('ignore:Precision loss occurred')
+@settings(max_examples=60, deadline=None)
+@given(samples, samples, st.floats(0.1, 20))
+def test_equivalence_is_two_one_sided_welch_tests_on_the_raw_samples(a, b, margin):
+  """Against scipy's one-sided Welch tests of the shifted samples, and the duality with the
+  90% interval: equivalent at 0.05 exactly when that interval lies inside the margin."""
+  a, b = np.array(a), np.array(b)
+  if np.std(a) + np.std(b) < 1e-6:
+    return
+  ours = stats.equivalence(a.mean(), a.std(ddof=1), a.size, b.mean(), b.std(ddof=1), b.size,
+                           margin)
+  above = scipy_stats.ttest_ind(a + margin, b, equal_var=False, alternative='greater')
+  below = scipy_stats.ttest_ind(a - margin, b, equal_var=False, alternative='less')
+  interval = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.90)
+  np.testing.assert_allclose([ours['p'], ours['low'], ours['high']],
+                             [max(above.pvalue, below.pvalue), interval.low, interval.high],
+                             rtol=1e-7, atol=1e-9)
+  inside = -margin < ours['low'] and ours['high'] < margin
+  if abs(ours['p'] - 0.05) > 1e-9:
+    assert (ours['p'] < 0.05) == inside
+
+
+def test_equivalence_edge_cases():
+  assert math.isnan(stats.equivalence(1.0, 1.0, 1, 1.0, 1.0, 5, 1.0)['p'])
+  assert stats.equivalence(1.5, 0.0, 3, 1.0, 0.0, 3, 1.0)['p'] == 0.0
+  assert stats.equivalence(2.5, 0.0, 3, 1.0, 0.0, 3, 1.0)['p'] == 1.0
+  with pytest.raises(ValueError, match='margin'):
+    stats.equivalence(1.0, 1.0, 3, 1.0, 1.0, 3, 0.0)
+
+
 def test_holm_by_hand():
   # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> kept at 0.06.
   np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])

@@ -1,6 +1,8 @@
 """A study's summary tables (summary.md), built on `tce_jax.stats`: per family of methods each
 one's headline statistics against the reference, and the ablation contrasts, with Welch's
-test, 95% intervals, Holm's correction over each declared family and per-class counts."""
+test, 95% intervals, Holm's correction over each declared family and per-class counts; with
+equivalence margins, each family's two one-sided tests and the verdict each comparison
+supports (differs, equivalent, or inconclusive)."""
 
 from __future__ import annotations
 
@@ -24,27 +26,23 @@ def _interval(c: dict) -> str:
   return f"{c['diff']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
 
 
-def classes_beyond_noise(entry: dict, reference: dict, n: int, n_ref: int) -> tuple[int, int]:
-  """(better, worse): classes whose IoU differs from the reference's at ALPHA after Holm's
-  correction over the classes present in both (Welch per class)."""
-  return stats.beyond_noise(stats.per_class(entry, reference, n, n_ref), ALPHA)
-
-
-def summary(report_json: dict, families: dict[str, list[str]] | None = None) -> str:
+def summary(report_json: dict, families: dict[str, list[str]] | None = None,
+            margins: dict[str, float] | None = None) -> str:
   """Markdown: per family of methods, each method's headline statistics (mean +- std over
   seeds) and their difference to the reference with a 95% confidence interval; bold where
   Welch's test is significant at ALPHA after Holm's correction over the family's table (every
   method x statistic); then the adjusted p-values, and per method the classes better / worse
-  than the reference after Holm over the classes. `families` (title -> labels) defaults to one
-  family of every label."""
+  than the reference after Holm over the classes; with `margins` (statistic -> margin), the
+  family's equivalence table (`equivalence_table`). `families` (title -> labels) defaults to
+  one family of every label."""
   labels, reference = report_json['labels'], report_json['reference']
-  ref, n_ref = labels[reference], len(labels[reference]['runs'])
   if families is None:
     families = {'': [l for l in labels if l != reference]}
   sections = []
   for title, members in families.items():
     members = [m for m in members if m in labels and m != reference]
     tests, adjusted, tested = _family(labels, [(m, reference) for m in members])
+    class_counts, class_tests = _class_counts(labels, [(m, reference) for m in members])
     lines = ([f'### {title}', ''] if title else []) + [
         '| method | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
         f' | classes better / worse than {reference} |', '|---|---|' +
@@ -59,18 +57,21 @@ def summary(report_json: dict, families: dict[str, list[str]] | None = None) -> 
           if adjusted[(label, reference), key] <= ALPHA:
             cell = f'**{cell}**'
         cells.append(cell)
-      counts = '' if label == reference else '{} / {}'.format(
-          *classes_beyond_noise(entry, ref, n, n_ref))
+      counts = '' if label == reference else class_counts[label, reference]
       lines.append(f'| {label} | {n} | ' + ' | '.join(cells) + f' | {counts} |')
     lines += ['', f'Mean ± sample std over seeds; in brackets the difference to {reference} '
               "and its 95% confidence interval (Welch). **Bold**: Welch's two-sided test "
               f'significant at {ALPHA} after Holm\'s correction over the {tested} comparisons '
               'of this table (adjusted p-values below). Classes better / worse: per class, '
-              f'Welch against {reference}, Holm over the classes, at {ALPHA}.', '',
+              f'Welch against {reference}, Holm over the classes of each method, at {ALPHA}; '
+              f'in brackets, Holm over all {class_tests} per-class tests of this table.', '',
               '| method | ' + ' | '.join(f'p ({v})' for v in SUMMARY_STATS.values()) + ' |',
               '|---|' + '---|' * len(SUMMARY_STATS)]
     for label in members:
       lines.append(f'| {label} | ' + _p_cells(adjusted, (label, reference)) + ' |')
+    if margins and members:
+      lines += ['', equivalence_table(labels, [(m, reference) for m in members], margins,
+                                      tests, adjusted)]
     sections.append('\n'.join(lines))
   return '\n\n'.join(sections)
 
@@ -87,18 +88,37 @@ def _family(labels: dict, pairs: list[tuple[str, str]]) -> tuple[dict, dict, int
   return tests, adjusted, int(sum(np.isfinite(p) for p in adjusted.values()))
 
 
+def _class_counts(labels: dict, pairs: list[tuple[str, str]]) -> tuple[dict[tuple, str], int]:
+  """Per (variant, baseline) pair, 'better / worse (better / worse)': the classes that differ
+  at ALPHA after Holm over the pair's classes, and in brackets after Holm over every
+  per-class test of all the pairs; and the number of those tests."""
+  tests = {(v, b): stats.per_class(labels[v], labels[b], len(labels[v]['runs']),
+                                   len(labels[b]['runs'])) for v, b in pairs}
+  flat = [(pair, c) for pair in tests for c in tests[pair]]
+  table = dict(zip(flat, stats.holm([tests[pair][c]['p'] for pair, c in flat])))
+  counts = {}
+  for pair, classes in tests.items():
+    better, worse = stats.beyond_noise(classes, ALPHA)
+    table_better = sum(bool(table[pair, c] <= ALPHA and t['diff'] > 0) for c, t in classes.items())
+    table_worse = sum(bool(table[pair, c] <= ALPHA and t['diff'] < 0) for c, t in classes.items())
+    counts[pair] = f'{better} / {worse} ({table_better} / {table_worse})'
+  return counts, int(sum(np.isfinite(p) for p in table.values()))
+
+
 def _p_cells(adjusted: dict, pair: tuple[str, str]) -> str:
   return ' | '.join('-' if not np.isfinite(adjusted[pair, k]) else f'{adjusted[pair, k]:.3g}'
                     for k in SUMMARY_STATS)
 
 
-def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]]) -> str:
+def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]],
+              margins: dict[str, float] | None = None) -> str:
   """Markdown: per family of ablations (title -> (question, baseline, variant) rows), the
   difference variant - baseline in each headline statistic with its 95% confidence interval
   (Welch); bold where Welch's test is significant at ALPHA after Holm's correction over the
   family's table (rows x statistics); the adjusted p-values; per row the classes better /
   worse in the variant than in the baseline (Holm over the classes). A row whose methods are
-  not both in the report is left out, and a family without rows altogether; '' if none."""
+  not both in the report is left out, and a family without rows altogether; '' if none. With
+  `margins`, each family's equivalence table (`equivalence_table`)."""
   labels = report_json['labels']
   sections = []
   for title, rows in families.items():
@@ -106,6 +126,7 @@ def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]]
     if not rows:
       continue
     tests, adjusted, tested = _family(labels, [(v, b) for _, b, v in rows])
+    class_counts, class_tests = _class_counts(labels, [(v, b) for _, b, v in rows])
     lines = [f'### {title}', '',
              '| question | baseline | variant | runs | ' + ' | '.join(SUMMARY_STATS.values()) +
              ' | classes better / worse in the variant |',
@@ -114,20 +135,72 @@ def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]]
       cells = [(f'**{_interval(tests[v, b][k])}**' if adjusted[(v, b), k] <= ALPHA
                 else _interval(tests[v, b][k])) for k in SUMMARY_STATS]
       n_b, n_v = len(labels[b]['runs']), len(labels[v]['runs'])
-      counts = '{} / {}'.format(*classes_beyond_noise(labels[v], labels[b], n_v, n_b))
+      counts = class_counts[v, b]
       lines.append(f'| {question} | {b} | {v} | {n_b} / {n_v} | ' + ' | '.join(cells) +
                    f' | {counts} |')
     lines += ['', 'Variant minus baseline, and its 95% confidence interval (Welch); runs: '
               "baseline / variant. **Bold**: Welch's two-sided test significant at "
               f"{ALPHA} after Holm's correction over the {tested} comparisons of this table "
               '(adjusted p-values below). Classes better / worse: per class, Welch of the '
-              f'variant against the baseline, Holm over the classes, at {ALPHA}.', '',
+              f'variant against the baseline, Holm over the classes of each row, at {ALPHA}; '
+              f'in brackets, Holm over all {class_tests} per-class tests of this table.', '',
               '| baseline -> variant | ' + ' | '.join(f'p ({v})' for v in
                                                      SUMMARY_STATS.values()) + ' |',
               '|---|' + '---|' * len(SUMMARY_STATS)]
     for _, b, v in rows:
       lines.append(f'| {b} -> {v} | ' + _p_cells(adjusted, (v, b)) + ' |')
+    if margins:
+      lines += ['', equivalence_table(labels, [(v, b) for _, b, v in rows], margins, tests,
+                                      adjusted)]
     sections.append('\n'.join(lines))
   return '\n\n'.join(sections)
 
 
+
+
+def verdict(different: bool, equivalent: bool, margin: float) -> str:
+  """What a comparison shows: a difference, equivalence within the margin, both (a difference
+  smaller than the margin), or neither ('inconclusive': not 'no effect')."""
+  if different and equivalent:
+    return f'differs, within ±{margin:g}'
+  if different:
+    return 'differs'
+  if equivalent:
+    return f'equivalent (±{margin:g})'
+  return 'inconclusive'
+
+
+def equivalence_table(labels: dict, pairs: list[tuple[str, str]], margins: dict[str, float],
+                      tests: dict, adjusted: dict) -> str:
+  """Markdown: for each (variant, baseline) pair and each statistic with a margin, the
+  difference with its 90% interval, the two one-sided tests' p-value adjusted by Holm over
+  this table's tests, and the verdict, which also uses the family's difference test
+  (`tests`, `adjusted`: _family's, so "differs" is the bold of the family's table)."""
+  equivalence = {(pair, k): stats.equivalence(
+      labels[pair[0]]['fairness'][k]['mean'], labels[pair[0]]['fairness'][k]['std'],
+      len(labels[pair[0]]['runs']), labels[pair[1]]['fairness'][k]['mean'],
+      labels[pair[1]]['fairness'][k]['std'], len(labels[pair[1]]['runs']), margin)
+      for pair in pairs for k, margin in margins.items()}
+  corrected = dict(zip(equivalence, stats.holm([e['p'] for e in equivalence.values()])))
+  tested = int(sum(np.isfinite(p) for p in corrected.values()))
+  names = {k: SUMMARY_STATS[k] for k in margins}
+  lines = ['Equivalence: ' + ', '.join(f'{names[k]} within ±{m:g}' for k, m in margins.items())
+           + '.', '',
+           '| baseline -> variant | ' + ' | '.join(
+               f'{names[k]}: diff [90% CI] | p (equivalence) | verdict' for k in margins) + ' |',
+           '|---|' + '---|---|---|' * len(margins)]
+  for variant, baseline in pairs:
+    cells = []
+    for k, margin in margins.items():
+      e, p = equivalence[(variant, baseline), k], corrected[(variant, baseline), k]
+      different = bool(adjusted[(variant, baseline), k] <= ALPHA)
+      cells += [_interval(e), '-' if not np.isfinite(p) else f'{p:.3g}',
+                verdict(different, bool(p <= ALPHA), margin)]
+    lines.append(f'| {baseline} -> {variant} | ' + ' | '.join(cells) + ' |')
+  lines += ['', 'Difference and its 90% interval (Welch); p (equivalence): the larger p-value '
+            "of Welch's two one-sided tests against -margin and +margin, Holm-adjusted over "
+            f'the {tested} equivalence tests of this table; equivalent when it is <= {ALPHA} '
+            '(the 90% interval lies inside the margin). Differs: the difference test above '
+            f"is significant (Holm over its table). Inconclusive: neither; it is no evidence "
+            'of "no effect".']
+  return '\n'.join(lines)

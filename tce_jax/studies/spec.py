@@ -46,6 +46,8 @@ class Study:
   """A study. The first method is the reference. `families` (title -> method names) are the
   tables of the summary, each corrected on its own (default: the 5-seed methods, the sweep);
   `ablations` (family title -> (question, baseline, variant) rows) the direct contrasts;
+  `equivalence_margins` (statistic of analysis.summary.SUMMARY_STATS -> margin, fixed before
+  the runs) adds an equivalence test of every comparison of every family;
   `sweep_series` (title -> {t: method}) the sweep figure; `qualitative` the qualitative
   figure's methods, seed, classes and image count; `profile_targets` (key -> (description,
   low, high, paper's value)) what the reference must meet, `paper_miou` the paper's mIoU
@@ -55,6 +57,7 @@ class Study:
   methods: Mapping[str, Method]
   ablations: Mapping[str, tuple[tuple[str, str, str], ...]] = dataclasses.field(
       default_factory=dict)
+  equivalence_margins: Mapping[str, float] = dataclasses.field(default_factory=dict)
   sweep_series: Mapping[str, Mapping[float, str]] = dataclasses.field(default_factory=dict)
   qualitative_methods: tuple[str, ...] = ()
   qualitative_seed: int = 1

@@ -267,6 +267,8 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
   while waiting or running:
     while waiting and len(running) < jobs and not failed:
       method, seed = waiting.pop(0)
+      if not _to_train(plan, method, seed, out, records):  # finished meanwhile, elsewhere
+        continue
       share = next(i for i in range(jobs) if i not in {r[3] for r in running.values()})
       name = f'{method}_s{seed}'
       log = os.path.join(out, f'{name}.log')

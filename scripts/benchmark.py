@@ -41,6 +41,7 @@ import benchmark_sampling  # a sibling script (scripts/ is on the path when run 
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import records
 from tce_jax import train
+from tce_jax import train_step
 from tce_jax.configs import tiny
 from tce_jax.data import pipeline
 
@@ -127,7 +128,7 @@ def time_eval(experiment: train.Experiment, state, num_images: int = 0) -> dict[
   source = source.head(num_images) if num_images else source
   evaluator = evaluator_lib.Evaluator(experiment.config, source,
                                       experiment.spec.class_names, experiment.mesh)
-  variables = train.model_variables(state)
+  variables = train_step.model_variables(state)
   evaluator(variables)
   start = time.perf_counter()
   evaluator(variables)
@@ -195,7 +196,7 @@ def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches
   uniform = experiments['uniform']
   state = uniform.initial_state()
   batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-      NamedSharding(uniform.mesh, P(train.AXIS)), x), uniform.train_batches(0))
+      NamedSharding(uniform.mesh, P(train_step.AXIS)), x), uniform.train_batches(0))
   compiled, compile_s, flops = compile_step(uniform, state, batch)
   # The training loop of this config reuses the executable (a jit call would compile again).
   experiments['uniform'] = dataclasses.replace(uniform, train_step=compiled)

@@ -37,6 +37,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from tce_jax import train
+from tce_jax import train_step
 
 FLAGS = flags.FLAGS
 
@@ -145,7 +146,7 @@ def main(argv):
   experiment = train.build_experiment(config)
   state = experiment.initial_state()
   batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-      NamedSharding(experiment.mesh, P(train.AXIS)), x), experiment.train_batches(0))
+      NamedSharding(experiment.mesh, P(train_step.AXIS)), x), experiment.train_batches(0))
   steps = {}
   variants = {'xla': contextlib.nullcontext(),
               'im2col': im2col_kernel_gradients(FLAGS.per_tap)}

@@ -26,9 +26,10 @@ import jax
 import numpy as np
 
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import inference
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import prepare
-from tce_jax import train
 from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index
 from tce_jax.data import datasets
@@ -85,7 +86,7 @@ def per_batch_plan(source, config) -> list[pipeline.EvalBatch]:
 
 def measure(config, source, variables, plan=None) -> dict:
   evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,
-                                      train.make_mesh(), progress=False)
+                                      mesh_lib.make_mesh(), progress=False)
   evaluator._plan = plan  # pylint: disable=protected-access
   evaluator.plan  # the image sizes (cached next to the dataset): not timed  # pylint: disable=pointless-statement
   handler = CompileLog()
@@ -111,7 +112,7 @@ def time_shapes(config, variables, shapes) -> None:
   model = models.create_model(config, 150, train=False,
                               output_stride=config.model.eval_output_stride)
   step = jax.jit(lambda v, b: evaluator_lib.evaluation.confusion_matrix(
-      jax.numpy.argmax(evaluator_lib.predict(model, v, b['image'], b['size']), -1),
+      jax.numpy.argmax(inference.predict(model, v, b['image'], b['size']), -1),
       b['label'], 150))
   n = FLAGS.batch_size
   print(f'\nEvaluation step per canvas: UPerNet {config.model.backbone} width '
@@ -141,7 +142,7 @@ def main(argv):
     config = ade20k_mcce.get_config()
     config.update_from_flattened_dict({'model.backbone': backbone, 'model.width': width})
     model = models.create_model(config, 150, train=True)
-    full = train.init_variables(config, model, jax.random.PRNGKey(0))
+    full = models.init_variables(config, model, jax.random.PRNGKey(0))
     time_shapes(config, {'params': full['params'], 'batch_stats': full['batch_stats']},
                 FLAGS.shapes)
     return
@@ -158,7 +159,7 @@ def main(argv):
     source = datasets.load_source(config, 'validation')
     class_index.load_image_sizes(source, progress=False)
     model = models.create_model(config, datasets.get_spec(config).num_classes, train=True)
-    full = train.init_variables(config, model, jax.random.PRNGKey(0))
+    full = models.init_variables(config, model, jax.random.PRNGKey(0))
     variables = {'params': full['params'], 'batch_stats': full['batch_stats']}
     largest = max(max(s) for s in sizes) * 4
     settings = [

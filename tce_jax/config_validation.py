@@ -30,7 +30,7 @@ def value(config: ml_collections.ConfigDict, field: str):
 
 
 
-# Update rules of train.create_optimizer.
+# Update rules of train_step.create_optimizer.
 OPTIMIZERS = ('sgd', 'adamw')
 
 

@@ -27,6 +27,7 @@ from tce_jax import checkpoints
 from tce_jax import cli
 from tce_jax import config_validation
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import inference
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import workdir as workdir_lib
@@ -86,7 +87,7 @@ def predict_labels(config: ml_collections.ConfigDict, workdir: str,
   variables, _ = restore(config, workdir, step)
   model = models.create_model(config, datasets.get_spec(config).num_classes, train=False,
                               output_stride=config.model.eval_output_stride)
-  labels = jax.jit(lambda v, x: jax.numpy.argmax(evaluator_lib.predict(model, v, x), -1))
+  labels = jax.jit(lambda v, x: jax.numpy.argmax(inference.predict(model, v, x), -1))
   return [np.asarray(jax.device_get(labels(variables, np.asarray(image)[None])[0]), np.uint8)
           for image in images]
 

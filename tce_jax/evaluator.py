@@ -5,10 +5,10 @@ is padded to the canvas its own size selects, the padding is zero after normalis
 never scored, so evaluation compiles one program per canvas in use whatever the number of
 image sizes, and an image's prediction does not depend on the other images of its batch.
 
-`predict` is the inference on a batch of canvases (whole image or sliding windows; multi-scale
-and flip averaging of probabilities); `eval_step` the confusion matrix of a global batch at
-the input size, `score_step` at each image's original size (the predictions resized back with
-bilinear interpolation, as mmsegmentation scores ADE20k). Both run under `jax.shard_map` over
+The inference on a batch of canvases (whole image or sliding windows; multi-scale and flip
+averaging of probabilities) is `tce_jax.inference`; `eval_step` is the confusion matrix of a
+global batch at the input size, `score_step` at each image's original size (the predictions
+resized back with bilinear interpolation, as mmsegmentation scores ADE20k). Both run under `jax.shard_map` over
 the batch. `Evaluator` loops over a split and writes eval/<step>.json (with the protocol that
 made it) and TensorBoard scalars. It takes model variables ({'params', 'batch_stats'}), not a
 training state, so evaluating a checkpoint needs only the model. The metrics themselves are
@@ -21,7 +21,7 @@ import functools
 import math
 import os
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from absl import logging
 import jax
@@ -33,6 +33,7 @@ import numpy as np
 import tqdm
 
 from tce_jax import evaluation
+from tce_jax import inference
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import records
@@ -44,164 +45,11 @@ from tce_jax.data import pipeline
 from tce_jax.data.classes import class_tag
 
 AXIS = mesh_lib.AXIS  # the mesh axis the batch is split over (as in training)
-Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+Variables = inference.Variables
 Preview = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, label, prediction)
 MODES = evaluation.MODES
 RESOLUTIONS = evaluation.RESOLUTIONS
 LOG_EVERY_S = 60.0  # progress lines in the log where no progress bar shows
-
-
-# ---------------------------------------------------------------------------------------
-# Pure functions on canvases: an image occupies the top-left `size` of its canvas.
-
-def valid_mask(shape: Sequence[int], size: jax.Array) -> jax.Array:
-  """[H, W] bool: the pixels of a canvas of `shape` inside an image of `size` (h, w)."""
-  rows = jnp.arange(shape[0]) < size[0]
-  cols = jnp.arange(shape[1]) < size[1]
-  return rows[:, None] & cols[None, :]
-
-
-def resize_bilinear(x: jax.Array, shape: Sequence[int], size: jax.Array,
-                    new_size: jax.Array, offset: jax.Array | None = None) -> jax.Array:
-  """Bilinear resize of the top-left `size` (h, w) of x [H, W, C] to `new_size`, returned in
-  a canvas [*shape, C] (zero outside the image); the sizes may be traced, the shapes are
-  static. With `offset` (row, column) the canvas is the tile of the resized image that starts
-  there (a large image is resized one tile at a time).
-
-  The interpolation is torch's `F.interpolate(mode='bilinear', align_corners=False)` without
-  antialiasing, which mmsegmentation uses to resize logits: source coordinate
-  (i + 0.5) * in / out - 0.5, clamped at the image's own borders (never reading padding).
-  """
-  out = x.astype(jnp.float32)
-  for axis in (0, 1):
-    n_in = size[axis].astype(jnp.float32)
-    n_out = new_size[axis].astype(jnp.float32)
-    dst = jnp.arange(shape[axis], dtype=jnp.float32)
-    if offset is not None:
-      dst = dst + offset[axis].astype(jnp.float32)
-    src = jnp.maximum((dst + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), size[axis] - 1)
-    i1 = jnp.minimum(i0 + 1, size[axis] - 1)
-    frac = jnp.clip(src - i0, 0.0, 1.0)
-    keep = (dst < n_out).astype(jnp.float32)
-    lo = jnp.take(out, i0, axis=axis)
-    hi = jnp.take(out, i1, axis=axis)
-    broadcast = [1] * out.ndim
-    broadcast[axis] = shape[axis]
-    weight_lo = ((1.0 - frac) * keep).reshape(broadcast)
-    weight_hi = (frac * keep).reshape(broadcast)
-    out = lo * weight_lo + hi * weight_hi
-  return out
-
-
-def flip_valid(x: jax.Array, sizes: jax.Array) -> jax.Array:
-  """Mirrors each image of x [B, H, W, C] within its own width (the padding stays right)."""
-  cols = jnp.arange(x.shape[2])
-  source = jnp.where(cols[None] < sizes[:, 1:2], sizes[:, 1:2] - 1 - cols[None], cols[None])
-  return jnp.take_along_axis(x, source[:, None, :, None], axis=2)
-
-
-def window_offsets(size: jax.Array, canvas: int, window: int, stride: int):
-  """The sliding windows along one axis, as mmsegmentation's slide inference places them:
-  window i starts at max(min(i * stride + window, size) - window, 0). Returns (starts [n],
-  used [n]) for the n windows a canvas side needs; an image smaller than the canvas uses
-  only its own first windows."""
-  n = max(canvas - window + stride - 1, 0) // stride + 1
-  needed = jnp.maximum(size - window + stride - 1, 0) // stride + 1
-  index = jnp.arange(n)
-  starts = jnp.maximum(jnp.minimum(index * stride + window, size) - window, 0)
-  return starts, index < needed
-
-
-def slide_logits(apply, x: jax.Array, sizes: jax.Array, num_classes: int,
-                 window: Sequence[int], stride: Sequence[int]) -> jax.Array:
-  """Sliding-window logits [B, H, W, K] of x [B, H, W, 3]: windows of `window` (h, w) placed
-  every `stride`, each batch of windows (one per image) run on the device together, and the
-  logits of overlapping windows averaged (mmsegmentation's `mode='slide'`). A window larger
-  than the canvas is clipped to it; an image smaller than a window sees zero padding."""
-  b, h, w, _ = x.shape
-  wh, ww = min(window[0], h), min(window[1], w)
-  ys, y_used = jax.vmap(lambda s: window_offsets(s, h, wh, stride[0]))(sizes[:, 0])
-  xs, x_used = jax.vmap(lambda s: window_offsets(s, w, ww, stride[1]))(sizes[:, 1])
-  ny, nx = ys.shape[1], xs.shape[1]
-  starts_y = jnp.repeat(ys, nx, axis=1).T  # [windows, B]
-  starts_x = jnp.tile(xs, (1, ny)).T
-  used = (jnp.repeat(y_used, nx, axis=1) & jnp.tile(x_used, (1, ny))).T
-
-  def add(total, piece, y, x0):
-    return lax.dynamic_update_slice(
-        total, lax.dynamic_slice(total, (y, x0, 0), piece.shape) + piece, (y, x0, 0))
-
-  def body(carry, window_args):
-    total, count = carry
-    y, x0, on = window_args
-    crops = jax.vmap(lambda im, yy, xx: lax.dynamic_slice(im, (yy, xx, 0), (wh, ww, 3)))(
-        x, y, x0)
-    logits = apply(crops).astype(jnp.float32) * on[:, None, None, None]
-    total = jax.vmap(add)(total, logits, y, x0)
-    ones = jnp.broadcast_to(on[:, None, None, None].astype(jnp.float32), (b, wh, ww, 1))
-    count = jax.vmap(add)(count, ones, y, x0)
-    return (total, count), None
-
-  init = (jnp.zeros((b, h, w, num_classes), jnp.float32), jnp.zeros((b, h, w, 1), jnp.float32))
-  (total, count), _ = lax.scan(body, init, (starts_y, starts_x, used))
-  return total / jnp.maximum(count, 1.0)
-
-
-def predict(model, variables: Variables, images: jax.Array, sizes: jax.Array | None = None, *,
-            scales: Sequence[float] = (1.0,), flip: bool = False, mode: str = 'whole',
-            window: Sequence[int] | None = None,
-            stride: Sequence[int] | None = None) -> jax.Array:
-  """Scores [B, H, W, K] of uint8 canvases [B, H, W, 3] whose images have `sizes` [B, 2]
-  (None: the whole canvas); their argmax is the prediction.
-
-  One pass (scale 1, no flip) returns logits. With several scales or flip, the class
-  probabilities of the passes are averaged: each image is rescaled within its own size,
-  (mirrored,) predicted, and its logits resized back before the softmax. Pixels outside an
-  image are zero in the input (after normalisation) and meaningless in the output.
-  """
-  b, h, w, _ = images.shape
-  if sizes is None:
-    sizes = jnp.broadcast_to(jnp.array([h, w], jnp.int32), (b, 2))
-  sizes = sizes.astype(jnp.int32)
-  mask = jax.vmap(lambda s: valid_mask((h, w), s))(sizes)[..., None]
-  x = jnp.where(mask, pipeline.normalize(images, jnp.float32), 0.0)
-
-  def apply(inputs):
-    return model.apply(variables, inputs.astype(model.dtype), train=False)
-
-  passes = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip
-                                                                 else (False,))]
-  total = 0.0
-  for scale, flipped in passes:
-    if scale == 1.0:
-      shape, scaled_sizes, scaled = (h, w), sizes, x
-    else:
-      shape = pipeline.resized_shape(h, w, scale)
-      scaled_sizes = jnp.maximum(jnp.round(sizes * scale), 1).astype(jnp.int32)
-      scaled = jax.vmap(lambda im, s, t: resize_bilinear(im, shape, s, t))(x, sizes,
-                                                                            scaled_sizes)
-    if flipped:
-      scaled = flip_valid(scaled, scaled_sizes)
-    if mode == 'slide':
-      logits = slide_logits(apply, scaled, scaled_sizes, model.num_classes, window, stride)
-    else:
-      logits = apply(scaled).astype(jnp.float32)
-    if flipped:
-      logits = flip_valid(logits, scaled_sizes)
-    if scale != 1.0:
-      logits = jax.vmap(lambda lg, s, t: resize_bilinear(lg, (h, w), s, t))(logits,
-                                                                            scaled_sizes, sizes)
-    if len(passes) == 1:
-      return logits
-    total = total + jax.nn.softmax(logits, axis=-1)
-  return total / len(passes)
-
-
-def returns_logits(scales: Sequence[float], flip: bool) -> bool:
-  """Whether `predict` with these scales and flip returns logits (one pass) rather than the
-  average of several passes' class probabilities."""
-  return len(scales) == 1 and not flip
 
 
 def eval_step(variables: Variables, batch: dict[str, jax.Array], *, model, num_classes: int,
@@ -210,10 +58,10 @@ def eval_step(variables: Variables, batch: dict[str, jax.Array], *, model, num_c
   cross-entropy sum over the labelled pixels (this device's share, summed over devices), and
   the predictions [B, H, W] uint8 (batch-sharded; fetched only for the TensorBoard preview).
   One batch holds far fewer than 2^31 pixels; the split's totals are summed on the host."""
-  scores = predict(model, variables, batch['image'], batch['size'], **predict_kwargs)
+  scores = inference.predict(model, variables, batch['image'], batch['size'], **predict_kwargs)
   predictions = jnp.argmax(scores, -1)
   confusion = evaluation.confusion_matrix(predictions, batch['label'], num_classes)
-  logits = returns_logits(predict_kwargs.get('scales', (1.0,)), predict_kwargs.get('flip', False))
+  logits = inference.returns_logits(predict_kwargs.get('scales', (1.0,)), predict_kwargs.get('flip', False))
   loss = evaluation.cross_entropy_sum(scores, batch['label'], num_classes,
                                       probabilities=not logits)
   return (lax.psum(confusion, axis_name), lax.psum(loss, axis_name),
@@ -235,7 +83,7 @@ def score_step(scores: jax.Array, sizes: jax.Array, labels: jax.Array, label_siz
   """
   def one(args):
     score, size, label, label_size, offset = args
-    resized = resize_bilinear(score, label.shape, size, label_size, offset)
+    resized = inference.resize_bilinear(score, label.shape, size, label_size, offset)
     return (evaluation.confusion_matrix(jnp.argmax(resized, -1), label, num_classes),
             evaluation.cross_entropy_sum(resized, label, num_classes,
                                          probabilities=probabilities))
@@ -350,8 +198,9 @@ class Evaluator:
     if self.batch_size != config.input.eval_batch_size:
       logging.info('Evaluation batch %d rounded up to %d (a multiple of the %d devices).',
                    config.input.eval_batch_size, self.batch_size, mesh.size)
-    self.original = (config.eval.resolution == 'original' and
-                     config.input.eval_size is not None)  # else 'original' is the input size
+    # Scored at the original size only where the input is resized (else they are the same).
+    original = config.eval.resolution == 'original' and config.input.eval_size is not None
+    self.resolution = 'original' if original else 'resized'
     self._plan = None
     self.last_speed = (0, 0.0)  # (images, images/s) of the last evaluation
     self.canvases: set[tuple[int, int]] = set()  # the canvases evaluated so far
@@ -363,11 +212,13 @@ class Evaluator:
                           stride=tuple(config.eval.stride) if config.eval.stride else None)
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
     k = len(class_names)
-    probabilities = not returns_logits(predict_kwargs['scales'], predict_kwargs['flip'])
+    probabilities = not inference.returns_logits(predict_kwargs['scales'], predict_kwargs['flip'])
     self.palette = datasets.get_spec(config).palette
-    if self.original:
+    # The one choice between the two ways of scoring: the programs, how a batch is scored
+    # (`_score_batch`) and where the preview's label comes from (`_preview_label`).
+    if original:
       def scores_and_predictions(v, images, sizes):
-        scores = predict(model, v, images, sizes, **predict_kwargs)
+        scores = inference.predict(model, v, images, sizes, **predict_kwargs)
         return scores, jnp.argmax(scores, -1).astype(jnp.uint8)  # the latter for the preview
       self._predict = jax.jit(
           jax.shard_map(scores_and_predictions, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)),
@@ -378,7 +229,9 @@ class Evaluator:
                                           probabilities=probabilities), mesh=mesh,
                         in_specs=(P(AXIS),) * 5, out_specs=(P(), P()), check_vma=False),
           in_shardings=(batched,) * 5)
+      self._score_batch, self._preview_label = self._score_original, self._original_label
     else:
+      self._score_batch, self._preview_label = self._score_resized, self._resized_label
       self._step = jax.jit(
           jax.shard_map(functools.partial(eval_step, model=model, num_classes=k,
                                           **predict_kwargs),
@@ -393,8 +246,7 @@ class Evaluator:
       sizes = class_index_lib.load_image_sizes(self.source, progress=False)
       self._plan = pipeline.eval_plan(
           sizes, self.batch_size, size=self.config.input.eval_size,
-          resolution='original' if self.original else 'resized',
-          canvas_sides=self.config.eval.canvas_sides)
+          resolution=self.resolution, canvas_sides=self.config.eval.canvas_sides)
     return self._plan
 
   def __call__(self, variables: Variables) -> np.ndarray:
@@ -408,7 +260,7 @@ class Evaluator:
     batches = pipeline.eval_batches(
         self.source, self.batch_size, process_index=jax.process_index(),
         process_count=jax.process_count(), size=self.config.input.eval_size,
-        resolution='original' if self.original else 'resized', plan=plan,
+        resolution=self.resolution, plan=plan,
         num_threads=self.config.input.num_threads)
     per_batch = []  # (int32 [K, K], float32) each, on the device; at most 2 batches in flight
     preview: Preview = []
@@ -423,19 +275,10 @@ class Evaluator:
         def to_device(x):
           return jax.make_array_from_process_local_data(sharding, x)
         self.canvases.add(planned.canvas)
-        if self.original:
-          sizes, label_sizes = to_device(batch['size']), to_device(batch['label_size'])
-          scores, predictions = self._predict(variables, to_device(batch['image']), sizes)
-          for t in range(planned.num_tiles):
-            per_batch.append(self._score(scores, sizes, to_device(batch['label'][:, t]),
-                                         label_sizes, to_device(batch['tile_offset'][:, t])))
-          if not preview:
-            preview = self._preview(planned, batch, predictions)
-        else:
-          confusion, loss, predictions = self._step(variables, jax.tree.map(to_device, batch))
-          per_batch.append((confusion, loss))
-          if not preview:
-            preview = self._preview(planned, batch, predictions)
+        scored, predictions = self._score_batch(variables, planned, batch, to_device)
+        per_batch.extend(scored)
+        if not preview:
+          preview = self._preview(planned, batch, predictions)
         if len(per_batch) > 2:
           per_batch[-3][0].block_until_ready()
         bar.update(planned.num_images)
@@ -460,6 +303,35 @@ class Evaluator:
     labelled = int(confusion.sum())
     return Evaluation(confusion, loss / labelled if labelled else float('nan'), preview)
 
+  def _score_resized(self, variables: Variables, planned: pipeline.EvalBatch,
+                     batch: dict[str, np.ndarray], to_device) -> tuple[list, jax.Array]:
+    """[(confusion, loss)] of a batch scored at its input size, and its predictions."""
+    del planned
+    confusion, loss, predictions = self._step(variables, jax.tree.map(to_device, batch))
+    return [(confusion, loss)], predictions
+
+  def _score_original(self, variables: Variables, planned: pipeline.EvalBatch,
+                      batch: dict[str, np.ndarray], to_device) -> tuple[list, jax.Array]:
+    """(confusion, loss) of each label tile of a batch scored at its original size, and the
+    predictions at the input size."""
+    sizes, label_sizes = to_device(batch['size']), to_device(batch['label_size'])
+    scores, predictions = self._predict(variables, to_device(batch['image']), sizes)
+    return [self._score(scores, sizes, to_device(batch['label'][:, t]), label_sizes,
+                        to_device(batch['tile_offset'][:, t]))
+            for t in range(planned.num_tiles)], predictions
+
+  def _resized_label(self, batch: dict[str, np.ndarray], j: int, index: int) -> np.ndarray:
+    del index
+    h, w = batch['size'][j]
+    return batch['label'][j, :h, :w]
+
+  def _original_label(self, batch: dict[str, np.ndarray], j: int, index: int) -> np.ndarray:
+    """The labels come at their original size, in tiles: the record's, at the input size."""
+    del batch, j
+    record = self.source[index]
+    return pipeline.resize(record['image'], record['label'], pipeline.keep_ratio_scale(
+        *record['label'].shape, self.config.input.eval_size))[1]
+
   def _preview(self, planned: pipeline.EvalBatch, batch: dict[str, np.ndarray],
                predictions: jax.Array) -> Preview:
     """(image, label, prediction) of the first `config.eval.preview_images` images of this
@@ -476,12 +348,7 @@ class Evaluator:
     examples = []
     for j, index in enumerate(indices):
       h, w = batch['size'][j]
-      if self.original:  # labels come at their original size, in tiles: take the record's
-        record = self.source[index]
-        label = pipeline.resize(record['image'], record['label'], pipeline.keep_ratio_scale(
-            *record['label'].shape, self.config.input.eval_size))[1]
-      else:
-        label = batch['label'][j, :h, :w]
+      label = self._preview_label(batch, j, index)
       examples.append((batch['image'][j, :h, :w], label[:h, :w], predicted[j, :h, :w]))
     return examples
 

@@ -12,9 +12,10 @@ import pytest
 
 from tce_jax import evaluation
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import inference
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import prepare
-from tce_jax import train
 from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
@@ -46,7 +47,7 @@ def _variables(config_json: str, seed: int = 0):
   config = ml_collections.ConfigDict(__import__('json').loads(config_json))
   num_classes = datasets.get_spec(config).num_classes
   model = models.create_model(config, num_classes, train=True)
-  variables = train.init_variables(config, model, jax.random.PRNGKey(seed))
+  variables = models.init_variables(config, model, jax.random.PRNGKey(seed))
   return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
 
 
@@ -60,10 +61,10 @@ def eval_model(config):
 
 
 def jit_predict(model, **kwargs):
-  return jax.jit(functools.partial(evaluator_lib.predict, model, **kwargs))
+  return jax.jit(functools.partial(inference.predict, model, **kwargs))
 
 
-resize = jax.jit(evaluator_lib.resize_bilinear, static_argnums=1)
+resize = jax.jit(inference.resize_bilinear, static_argnums=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def ade_evaluation(ade_config):
   source = datasets.load_source(ade_config, 'validation')
   variables = variables_for(ade_config)
   evaluator = evaluator_lib.Evaluator(ade_config, source, datasets.get_spec(ade_config)
-                                      .class_names, train.make_mesh())
+                                      .class_names, mesh_lib.make_mesh())
   handler = CompileLog()
   jax_logger = logging.getLogger('jax')
   jax_logger.addHandler(handler)
@@ -329,7 +330,7 @@ def test_multiscale_flip_cross_entropy_averages_probabilities(make_tiny_config):
   source = datasets.load_source(config, config.dataset.eval_split)
   variables = variables_for(config)
   evaluator = evaluator_lib.Evaluator(config, source, datasets.get_spec(config).class_names,
-                                      train.make_mesh())
+                                      mesh_lib.make_mesh())
   result = evaluator.evaluate(variables)
   run = jit_predict(eval_model(config), scales=(0.5, 1.0), flip=True)
   total, count = 0.0, 0

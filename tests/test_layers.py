@@ -64,3 +64,29 @@ def test_reports_and_validation_do_not_load_training():
   assert 'tce_jax.evaluator' not in reachable(graph, 'tce_jax.config_validation')
   assert not reachable(graph, 'tce_jax.labels')  # the leaf everyone reads
   assert not any(m.startswith('tce_jax.data') for m in reachable(graph, 'tce_jax.losses'))
+
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 80
+
+
+def test_modules_and_functions_stay_small():
+  """One idea per module, functions that fit a screen: every module of the package within
+  MAX_MODULE_LINES lines, every function (methods and nested ones included) within
+  MAX_FUNCTION_LINES."""
+  too_long = []
+  for folder, _, files in os.walk(PACKAGE):
+    for name in files:
+      if not name.endswith('.py'):
+        continue
+      path = os.path.join(folder, name)
+      with open(path) as f:
+        source = f.read()
+      if source.count('\n') > MAX_MODULE_LINES:
+        too_long.append(f'{module_name(path)}: {source.count(chr(10))} lines')
+      for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          length = node.end_lineno - node.lineno + 1
+          if length > MAX_FUNCTION_LINES:
+            too_long.append(f'{module_name(path)}.{node.name}: {length} lines')
+  assert not too_long, too_long

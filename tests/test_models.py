@@ -12,14 +12,14 @@ import pytest
 from tce_jax.configs import default
 from tce_jax import losses
 from tce_jax import models
-from tce_jax import train
+from tce_jax import train_step
 from tce_jax.models import resnet
 
 
 def compile_init(init):
   """`init` jitted and compiled as training compiles its initial state (XLA:CPU level 2: the
-  same parameters bit for bit, compiled faster; train.init_compiler_options)."""
-  return jax.jit(init).lower().compile(train.init_compiler_options())
+  same parameters bit for bit, compiled faster; train_step.init_compiler_options)."""
+  return jax.jit(init).lower().compile(train_step.init_compiler_options())
 
 
 def tiny_model_config(**model):

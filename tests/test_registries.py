@@ -19,6 +19,7 @@ from tce_jax import evaluate
 from tce_jax import losses
 from tce_jax import sampling
 from tce_jax import train
+from tce_jax import train_step
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
@@ -83,7 +84,7 @@ def test_a_toy_sampler_trains_through_the_registry(make_tiny_config, tmp_path, m
 
   source = datasets.load_source(config, 'train')
   index = class_index_lib.load_class_index(source, progress=False)
-  rarest = RarestClassSampler(config, num_classes=19, class_index=index).rarest
+  rarest = RarestClassSampler.from_config(config, num_classes=19, class_index=index).rarest
   assert drawn == [rarest] * 4  # every batch was drawn from D_rarest
   with ocp.CheckpointManager(os.path.join(tmp_path, 'checkpoints')) as manager:
     state = manager.restore(4)
@@ -122,7 +123,7 @@ def test_make_loss_fn_binds_each_registry_entry(make_tiny_config):
       kwargs[loss.weights_arg] = weights
     args = (0.7,) if loss.tilted else ()
     expected = loss.fn(logits, labels, *args, **kwargs)
-    got = train.make_loss_fn(config, weights)(logits, labels, 100, None)
+    got = train_step.make_loss_fn(config, weights)(logits, labels, 100, None)
     np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=name)
 
 

@@ -16,6 +16,7 @@ import pytest
 from tce_jax import losses
 from tce_jax import sampling
 from tce_jax import train
+from tce_jax import train_step
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
 
@@ -59,7 +60,7 @@ def test_sigkill_and_restart_reaches_the_same_parameters(tmp_path, straight_run)
 
 
 def nan_at_step_2(monkeypatch):
-  real = train.make_loss_fn
+  real = train_step.make_loss_fn
 
   def make_loss_fn(config, class_weights):
     loss_fn = real(config, class_weights)

@@ -201,3 +201,51 @@ def test_rcs_sampler_draws_its_probabilities():
   scalars = sampler.scalars(state, ['a', 'b', 'c', 'd'])
   assert scalars['sampling/draw_count/c'] == 1
   assert abs(sum(v for k, v in scalars.items() if 'probability' in k) - 1) < 1e-9
+
+
+def test_samplers_and_class_index_without_a_config_equal_the_config_path(make_tiny_config):
+  """The config-free constructors (docs/use_in_your_code.md) build what the training loop
+  builds from a config and a prepared dataset: the same class index from the split's label
+  maps, and samplers whose states, updates and draws are the same bit for bit."""
+  from tce_jax.data import class_index as class_index_lib  # pylint: disable=g-import-not-at-top
+  from tce_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  config = make_tiny_config({'sampling.name': 'tce', 'tce.t': 1.0, 'tce.signal': 'class',
+                             'tce.size_prior': 0.5, 'tce.gamma': 0.3, 'sampling.lag': 3,
+                             'sampling.rcs_temperature': 0.05})
+  source = datasets.load_source(config, 'train')
+  from_dataset = class_index_lib.load_class_index(source, progress=False)
+  from_maps = class_index_lib.ClassIndex.from_label_maps(
+      (source[i]['label'] for i in range(len(source))), source.num_classes)
+  for field in ('presence', 'pixel_counts', 'image_pixel_counts'):
+    np.testing.assert_array_equal(getattr(from_maps, field), getattr(from_dataset, field))
+  k = source.num_classes
+  plain = {'tce': sampling.TCESampler(num_classes=k, class_index=from_maps, t=1.0, gamma=0.3,
+                                      signal='class', size_prior=0.5, lag=3),
+           'rcs': sampling.RareClassSampler(num_classes=k, class_index=from_maps,
+                                            temperature=0.05, lag=3)}
+  key = jax.random.PRNGKey(7)
+  logits = jax.random.normal(key, (2, 8, 8, k))
+  labels = jax.random.randint(jax.random.PRNGKey(8), (2, 8, 8), 0, k)
+  for name, sampler in plain.items():
+    config.sampling.name = name
+    configured = sampling.create_sampler(config, num_classes=k, class_index=from_dataset)
+    assert configured.lag == sampler.lag == 3
+    states = [configured.init(), sampler.init()]
+    queues = [s.initial_queue(state, key) for s, state in zip((configured, sampler), states)]
+    np.testing.assert_array_equal(queues[0], queues[1])
+    for step in range(4):
+      states = [s.update(state, cls=queue[0], logits=logits, labels=labels,
+                         mcce=jnp.float32(1.5 + step), axis_name=None)
+                for s, state, queue in zip((configured, sampler), states, queues)]
+      advanced = [s.advance(state, queue, key, jnp.int32(step))
+                  for s, state, queue in zip((configured, sampler), states, queues)]
+      queues = [a[0] for a in advanced]
+      np.testing.assert_array_equal(advanced[0][1], advanced[1][1])
+      for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+        np.testing.assert_array_equal(a, b)
+    assert int(np.asarray(jax.tree.leaves(states[1])[-1]).sum()) >= 4  # draws were counted
+  with pytest.raises(ValueError, match='label map 1 holds 9'):
+    class_index_lib.ClassIndex.from_label_maps([np.zeros((2, 2), np.uint8),
+                                                np.full((2, 2), 9, np.uint8)], 5)
+  with pytest.raises(ValueError, match="signal='pixel'"):
+    sampling.TCESampler(num_classes=k, class_index=from_maps, t=1.0, signal='pixel')

@@ -12,9 +12,11 @@ import pytest
 
 from tce_jax import config_validation
 from tce_jax import losses
+from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import sampling as sampling_lib
 from tce_jax import train
+from tce_jax import train_step
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
@@ -82,16 +84,16 @@ def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling)
   index, batches = _state_and_batches(config, 2)
   weights = losses.inverse_frequency_weights(index.pixel_counts)
   num_classes = 19
-  model = models.create_model(config, num_classes, train=True, axis_name=train.AXIS)
-  tx = train.create_optimizer(config)
+  model = models.create_model(config, num_classes, train=True, axis_name=train_step.AXIS)
+  tx = train_step.create_optimizer(config)
   sampler = sampling_lib.create_sampler(config, num_classes=num_classes, class_index=index)
   results = []
   for devices in (jax.devices()[:1], jax.devices()[:2]):
-    mesh = train.make_mesh(devices)
-    state = train.initial_train_state(
+    mesh = mesh_lib.make_mesh(devices)
+    state = train_step.initial_train_state(
         config, model, tx, sampler,
         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    step = train.make_train_step(config, model, tx, train.make_loss_fn(config, weights),
+    step = train_step.make_train_step(config, model, tx, train_step.make_loss_fn(config, weights),
                                  sampler, mesh)
     for batch in batches:
       state, metrics, _ = step(state, batch)
@@ -106,13 +108,13 @@ def test_two_devices_give_the_same_step_as_one(make_tiny_config, loss, sampling)
 
 @pytest.mark.parametrize('optimizer', ['sgd', 'adamw'])
 def test_optimizer_matches_a_float64_re_derivation(optimizer):
-  """Three updates of `train.create_optimizer` against the update rules written out in
+  """Three updates of `train_step.create_optimizer` against the update rules written out in
   float64: SGD with momentum and L2 added to the gradient (torch.optim.SGD), and AdamW with
   bias-corrected moments and decoupled decay (torch.optim.AdamW), on the poly schedule."""
   config = ml_collections.ConfigDict(dict(train=dict(
       optimizer=optimizer, learning_rate=0.1, momentum=0.9, weight_decay=0.01,
       poly_power=0.9, num_steps=5, grad_clip_norm=None)))
-  tx = train.create_optimizer(config)
+  tx = train_step.create_optimizer(config)
   rng = np.random.default_rng(0)
   params = {'w': rng.normal(size=(3, 2)).astype(np.float32), 'b': np.float32([0.5, -1.0])}
   grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
@@ -140,13 +142,13 @@ def test_optimizer_matches_a_float64_re_derivation(optimizer):
 def test_training_reduces_the_loss(make_tiny_config):
   config = make_tiny_config({'train.learning_rate': 0.05})
   _, batches = _state_and_batches(config, 1)
-  model = models.create_model(config, 19, train=True, axis_name=train.AXIS)
-  tx = train.create_optimizer(config)
-  mesh = train.make_mesh()
+  model = models.create_model(config, 19, train=True, axis_name=train_step.AXIS)
+  tx = train_step.create_optimizer(config)
+  mesh = mesh_lib.make_mesh()
   sampler = sampling_lib.create_sampler(config, num_classes=19)
-  state = train.initial_train_state(config, model, tx, sampler,
+  state = train_step.initial_train_state(config, model, tx, sampler,
                                     jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None), sampler,
+  step = train_step.make_train_step(config, model, tx, train_step.make_loss_fn(config, None), sampler,
                                mesh)
   losses = []
   for _ in range(4):  # the same batch again and again: the loss must go down
@@ -205,14 +207,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(make_tiny_config, tmp_
 def test_frozen_batchnorm_keeps_running_statistics(make_tiny_config):
   config = make_tiny_config({'model.freeze_bn': True})
   _, batches = _state_and_batches(config, 1)
-  model = models.create_model(config, 19, train=True, axis_name=train.AXIS)
-  tx = train.create_optimizer(config)
+  model = models.create_model(config, 19, train=True, axis_name=train_step.AXIS)
+  tx = train_step.create_optimizer(config)
   sampler = sampling_lib.create_sampler(config, num_classes=19)
-  state = train.initial_train_state(config, model, tx, sampler,
+  state = train_step.initial_train_state(config, model, tx, sampler,
                                     jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   before = jax.device_get(state.batch_stats)
-  step = train.make_train_step(config, model, tx, train.make_loss_fn(config, None), sampler,
-                               train.make_mesh())
+  step = train_step.make_train_step(config, model, tx, train_step.make_loss_fn(config, None), sampler,
+                               mesh_lib.make_mesh())
   state, _, _ = step(state, batches[0])
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.batch_stats))):
     np.testing.assert_array_equal(a, b)
@@ -221,7 +223,7 @@ def test_frozen_batchnorm_keeps_running_statistics(make_tiny_config):
 def test_tilt_warmup_ramps_t_from_zero(make_tiny_config):
   config = make_tiny_config({'loss.name': 'tce_image', 'tce.t_warmup_steps': 10,
                              'tce.t': 2.0})
-  loss_fn = train.make_loss_fn(config, None)
+  loss_fn = train_step.make_loss_fn(config, None)
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(3, 4, 4, 19)).astype(np.float32)
   labels = rng.integers(0, 19, (3, 4, 4))
@@ -245,7 +247,7 @@ def test_initial_state_at_optimisation_level_2_is_bit_identical(make_tiny_config
   experiment = train.build_experiment(make_tiny_config(overrides))
   fast = jax.device_get(experiment.initial_state())
   default = jax.device_get(jax.jit(functools.partial(
-      train.create_train_state, experiment.config, experiment.model, experiment.tx,
+      train_step.create_train_state, experiment.config, experiment.model, experiment.tx,
       experiment.sampler))())
   leaves = jax.tree_util.tree_leaves_with_path(default)
   assert len(leaves) == len(jax.tree.leaves(fast)) > 50

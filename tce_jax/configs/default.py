@@ -11,7 +11,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.name = 'default'  # run label used by reports; experiment files set their own
   config.seed = 0  # seeds the model init, the data order, augmentation and class draws
   config.half_precision = False  # bf16 activations/matmuls; params, BN stats and loss in f32
+  _add_data_fields(config)
+  _add_model_fields(config)
+  _add_method_fields(config)
+  _add_evaluation_fields(config)
+  _add_training_fields(config)
+  return config
 
+
+def _add_data_fields(config: ml_collections.ConfigDict) -> None:
+  """The dataset and the input pipeline."""
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'synthetic'  # one of tce_jax.data.datasets.DATASETS
   # tfds data_dir of the prepared datasets; None = ~/tensorflow_datasets.
@@ -45,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   # this many GiB (0: none): the synthetic dataset is then decoded once, not at every step.
   config.input.memory_cache_gb = 2.0
 
+
+def _add_model_fields(config: ml_collections.ConfigDict) -> None:
+  """The network."""
   config.model = ml_collections.ConfigDict()
   config.model.name = 'deeplabv3plus'  # deeplabv3plus or upernet (tce_jax.models.MODELS)
   config.model.backbone = 'resnet101'  # resnet18/34/50/101/152
@@ -68,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   # train from scratch; the run records it).
   config.model.require_pretrained = False
 
+
+def _add_method_fields(config: ml_collections.ConfigDict) -> None:
+  """The fairness method: the loss, the sampler and the tilt they share."""
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'mcce'  # a name of tce_jax.losses.LOSSES
   config.loss.focal_gamma = 2.0  # focusing parameter of the focal losses
@@ -112,6 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
   # class-imbalance weighting uses 1); 0 = the paper.
   config.tce.size_prior = 0.0
 
+
+def _add_evaluation_fields(config: ml_collections.ConfigDict) -> None:
+  """Evaluation: the protocol and the reports."""
   config.eval = ml_collections.ConfigDict()
   config.eval.scales = (1.0,)  # multi-scale inference: softmax averaged over these rescales
   config.eval.flip = False  # also average over horizontally flipped inputs
@@ -132,6 +150,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.preview_images = 3
   config.eval.fairness_fraction = 0.25  # bottom/top fraction of the fairness stats (ADE20k: 0.15)
 
+
+def _add_training_fields(config: ml_collections.ConfigDict) -> None:
+  """The optimizer, the schedule and the loop."""
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8  # global batch, split over all devices
   config.train.num_steps = 1000
@@ -151,4 +172,3 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 500  # steps between evaluations (and at the end)
   config.train.checkpoint_every = 500  # steps between checkpoints (and at the end)
   config.train.keep_checkpoints = 3  # checkpoints kept on disk
-  return config

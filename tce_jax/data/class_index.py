@@ -14,20 +14,60 @@ import os
 import tempfile
 import time
 
+from typing import TYPE_CHECKING, Iterable
+
 import numpy as np
 import tqdm
 
-from tce_jax.data.datasets import SegmentationSource
+from tce_jax.labels import IGNORE_INDEX
+
+if TYPE_CHECKING:  # the class index itself needs no dataset code (see ClassIndex)
+  from tce_jax.data.datasets import SegmentationSource
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassIndex:
   """presence [N, K] bool: image n is in D_k; pixel_counts [K] int64: pixels of each class
   in the split; image_pixel_counts [N, K] int32: pixels of class k in image n (None when not
-  computed)."""
+  computed).
+
+  The training loop builds it from a prepared dataset (`load_class_index`); code outside
+  tce-jax builds it from its own label maps (`from_label_maps`) or pixel counts
+  (`from_image_pixel_counts`): the samplers need nothing else from a dataset."""
   presence: np.ndarray
   pixel_counts: np.ndarray
   image_pixel_counts: np.ndarray | None = None
+
+  @classmethod
+  def from_image_pixel_counts(cls, image_pixel_counts: np.ndarray) -> ClassIndex:
+    """The index of images whose [N, K] per-class pixel counts are given."""
+    counts = np.asarray(image_pixel_counts)
+    if counts.ndim != 2 or np.any(counts < 0):
+      raise ValueError('image_pixel_counts must be [N, K] non-negative counts, got shape '
+                       f'{counts.shape}')
+    counts = counts.astype(np.int32)
+    return cls(counts > 0, counts.sum(axis=0, dtype=np.int64), counts)
+
+  @classmethod
+  def from_label_maps(cls, label_maps: Iterable[np.ndarray], num_classes: int, *,
+                      ignore_index: int = IGNORE_INDEX) -> ClassIndex:
+    """The index of a split given as integer label maps (each [H, W], any size), in the
+    order the user's loader numbers its images: pixels equal to `ignore_index` count for no
+    class; any other value outside 0 .. num_classes - 1 is an error naming the image."""
+    rows = []
+    for n, label in enumerate(label_maps):
+      values = np.asarray(label).ravel()
+      if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f'label map {n} has dtype {values.dtype}; integer labels expected')
+      values = values[values != ignore_index]
+      bad = values[(values < 0) | (values >= num_classes)]
+      if bad.size:
+        raise ValueError(f'label map {n} holds {int(bad[0])}: neither a class (0 .. '
+                         f'{num_classes - 1}) nor the ignore label {ignore_index}')
+      rows.append(np.bincount(values.astype(np.int64), minlength=num_classes))
+    if not rows:
+      raise ValueError('from_label_maps needs at least one label map')
+    return cls.from_image_pixel_counts(np.stack(rows))
 
   @property
   def num_classes(self) -> int:
@@ -84,8 +124,7 @@ def compute_class_index(source: SegmentationSource, *, progress: bool = True) ->
   elapsed = time.perf_counter() - start
   logging.info('Class index of %s/%s: %d images in %.1fs (%.0f images/s).', source.name,
                source.split, len(source), elapsed, len(source) / max(elapsed, 1e-9))
-  return ClassIndex(image_pixel_counts > 0, image_pixel_counts.sum(axis=0, dtype=np.int64),
-                    image_pixel_counts)
+  return ClassIndex.from_image_pixel_counts(image_pixel_counts)
 
 
 def cache_path(source: SegmentationSource, kind: str = 'class_index') -> str:
@@ -148,8 +187,7 @@ def load_class_index(source: SegmentationSource, *, progress: bool = True) -> Cl
   if os.path.exists(path):
     cached = _read_cache(path, source, {'image_pixel_counts': (len(source), k)})
     if cached is not None:
-      counts = cached['image_pixel_counts']
-      return ClassIndex(counts > 0, counts.sum(axis=0, dtype=np.int64), counts)
+      return ClassIndex.from_image_pixel_counts(cached['image_pixel_counts'])
   index = compute_class_index(source, progress=progress)
   _write_cache(path, source, {'image_pixel_counts': index.image_pixel_counts})
   return index

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tce_jax.data import ade20k
 from tce_jax.data import classes
 from tce_jax.labels import IGNORE_INDEX
 
@@ -77,18 +78,20 @@ def _camvid_locate(manual_dir: str):
 
 
 # config.dataset.name -> spec.
+# The official Cityscapes archives tfds's builder reads from its manual_dir.
+CITYSCAPES_ARCHIVES = ('leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip')
+
 DATASETS: dict[str, DatasetSpec] = {
     'synthetic': DatasetSpec(classes.CITYSCAPES_CLASSES, classes.CITYSCAPES_PALETTE,
                              _synthetic_builder, can_generate=True),
     'cityscapes': DatasetSpec(classes.CITYSCAPES_CLASSES, classes.CITYSCAPES_PALETTE,
                               _cityscapes_builder, label_map=classes.CITYSCAPES_LABEL_MAP,
                               image_key='image_left',
-                              archives=('leftImg8bit_trainvaltest.zip',
-                                        'gtFine_trainvaltest.zip'),
+                              archives=CITYSCAPES_ARCHIVES,
                               valid_ids=tuple(range(34)) + (IGNORE_INDEX,)),
     'ade20k': DatasetSpec(classes.ADE20K_CLASSES, classes.ADE20K_PALETTE, _ade20k_builder,
                           label_map=classes.ADE20K_LABEL_MAP,
-                          archives=('ADEChallengeData2016.zip',),
+                          archives=(ade20k.ARCHIVE,),
                           valid_ids=tuple(range(151))),
     'camvid': DatasetSpec(classes.CAMVID_CLASSES, classes.CAMVID_PALETTE, _camvid_builder,
                           label_map=classes.CAMVID_LABEL_MAP, valid_ids=tuple(range(12)),

@@ -18,10 +18,11 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from tce_jax.data import ade20k
+from tce_jax.data import datasets
+
 # Cities of the fake Cityscapes splits (two frames each): 4 train, 2 val, 2 test images.
 CITIES = {'train': ('aachen', 'bochum'), 'val': ('frankfurt',), 'test': ('berlin',)}
-CITYSCAPES_ARCHIVES = ('leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip')
-ADE20K_ARCHIVE = 'ADEChallengeData2016.zip'
 # Default fake ADE20k sizes (height, width): 3 training and 2 validation images.
 ADE20K_SIZES = ((96, 128), (120, 90))
 
@@ -68,7 +69,7 @@ def make_cityscapes_archives(folder: str, *, size: tuple[int, int] = (1024, 2048
   image = np.zeros((h, w, 3), np.uint8)
   image[:h // 2] = (70, 130, 180)
   image[h // 2:] = (128, 64, 128)
-  paths = [os.path.join(folder, name) for name in CITYSCAPES_ARCHIVES]
+  paths = [os.path.join(folder, name) for name in datasets.CITYSCAPES_ARCHIVES]
   with zipfile.ZipFile(paths[0], 'w') as left, zipfile.ZipFile(paths[1], 'w') as gt:
     for split, cities in CITIES.items():
       for city in cities:
@@ -91,7 +92,7 @@ def make_cityscapes_scene_archives(folder: str, num_images: int,
   from tce_jax.data import classes  # pylint: disable=g-import-not-at-top
   from tce_jax.data.synthetic_scenes import render_scene  # pylint: disable=g-import-not-at-top
   raw_id = np.array(classes.CITYSCAPES_LABEL_IDS + (0,), np.uint8)
-  paths = [os.path.join(folder, name) for name in CITYSCAPES_ARCHIVES]
+  paths = [os.path.join(folder, name) for name in datasets.CITYSCAPES_ARCHIVES]
   with zipfile.ZipFile(paths[0], 'w') as left, zipfile.ZipFile(paths[1], 'w') as gt:
     for split, count in (('train', num_images), ('val', 1), ('test', 1)):
       for i in range(count):
@@ -124,7 +125,7 @@ def make_ade20k_archive(folder: str, *, training_sizes: Sequence[tuple[int, int]
                         validation_sizes: Sequence[tuple[int, int]] | None = None,
                         pattern: str = 'regions', bad_label: bool = False,
                         mismatch: bool = False, seed: int = 1) -> str:
-  """ADEChallengeData2016.zip in `folder`, images of the given (height, width) sizes (default:
+  """The ADE20k archive (ade20k.ARCHIVE) in `folder`, images of the given (height, width) sizes (default:
   3 training and 2 validation images alternating 96 x 128 and 120 x 90); `pattern` as in
   `ade20k_label`. `bad_label` puts id 200 into the second training label, `mismatch` makes the
   first validation label 2 rows shorter than its image. Returns the archive's path."""
@@ -132,7 +133,7 @@ def make_ade20k_archive(folder: str, *, training_sizes: Sequence[tuple[int, int]
   subsets = (('training', 'ADE_train',
               training_sizes or ADE20K_SIZES + ADE20K_SIZES[:1]),
              ('validation', 'ADE_val', validation_sizes or ADE20K_SIZES))
-  path = os.path.join(folder, ADE20K_ARCHIVE)
+  path = os.path.join(folder, ade20k.ARCHIVE)
   with zipfile.ZipFile(path, 'w') as z:
     for subset, prefix, sizes in subsets:
       for i, (h, w) in enumerate(sizes, 1):
@@ -143,10 +144,10 @@ def make_ade20k_archive(folder: str, *, training_sizes: Sequence[tuple[int, int]
           label[0, 0] = 200
         if mismatch and subset == 'validation' and i == 1:
           label = label[:-2]
-        z.writestr(f'ADEChallengeData2016/images/{subset}/{stem}.jpg', jpg(image))
-        z.writestr(f'ADEChallengeData2016/annotations/{subset}/{stem}.png', png(label))
-    z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
-    z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
+        z.writestr(f'{ade20k.ROOT}/images/{subset}/{stem}.jpg', jpg(image))
+        z.writestr(f'{ade20k.ROOT}/annotations/{subset}/{stem}.png', png(label))
+    z.writestr(f'{ade20k.ROOT}/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
+    z.writestr(f'{ade20k.ROOT}/sceneCategories.txt', '')
   return path
 
 

@@ -27,9 +27,9 @@ SAMPLERS: dict[str, type[Sampler]] = {
 
 def create_sampler(config: ml_collections.ConfigDict, *, num_classes: int,
                    class_index=None) -> Sampler:
-  """The sampler of `config.sampling.name`."""
-  return SAMPLERS[config.sampling.name](config, num_classes=num_classes,
-                                        class_index=class_index)
+  """The sampler of `config.sampling.name` (`Sampler.from_config`)."""
+  return SAMPLERS[config.sampling.name].from_config(config, num_classes=num_classes,
+                                                    class_index=class_index)
 
 
 __all__ = ['NO_CLASS', 'SAMPLERS', 'RareClassSampler', 'Sampler', 'SamplerState', 'TCESampler',

@@ -33,20 +33,39 @@ class Sampler:
 
   Class-conditional samplers set `class_conditional = True` and implement `draw`; the batch of
   step k is then drawn from D_c, c drawn on the device right after step k - lag, which lets
-  the host load that batch while the device runs the steps in between. Subclasses receive the
-  whole config (they read their own fields) and, when `needs_class_index`, the training
-  split's `ClassIndex` (D_c membership and pixel counts).
+  the host load that batch while the device runs the steps in between. A sampler is built
+  from plain arguments (its number of classes, the training split's `ClassIndex` when
+  `needs_class_index`, `lag`, and its own hyperparameters as keyword arguments), so it works
+  in any training loop (docs/use_in_your_code.md); `from_config` builds it from this
+  project's config (its `config_kwargs` read the sampler's own fields).
   """
 
   name: ClassVar[str]
   class_conditional: ClassVar[bool] = False
   needs_class_index: ClassVar[bool] = False
 
-  def __init__(self, config: ml_collections.ConfigDict, *, num_classes: int,
-               class_index=None):
+  def __init__(self, *, num_classes: int, class_index=None, lag: int = 1):
     if self.needs_class_index and class_index is None:
       raise ValueError(f'The {self.name!r} sampler needs the class index of the train split')
-    self.config, self.num_classes, self.class_index = config, num_classes, class_index
+    if class_index is not None and class_index.num_classes != num_classes:
+      raise ValueError(f'The class index has {class_index.num_classes} classes, the sampler '
+                       f'{num_classes}')
+    if self.class_conditional and (not isinstance(lag, int) or lag < 1):
+      raise ValueError(f'lag={lag!r}: a class-conditional sampler draws at least 1 step ahead')
+    self.num_classes, self.class_index, self._lag = num_classes, class_index, lag
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, *, num_classes: int,
+                  class_index=None) -> Sampler:
+    """The sampler `config` describes (config.sampling.lag and `config_kwargs`)."""
+    return cls(num_classes=num_classes, class_index=class_index,
+               lag=int(config.sampling.lag), **cls.config_kwargs(config))
+
+  @classmethod
+  def config_kwargs(cls, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The constructor's hyperparameters read from `config` (none by default)."""
+    del config
+    return {}
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict) -> None:
@@ -62,7 +81,7 @@ class Sampler:
   @property
   def lag(self) -> int:
     """Steps between a class draw and the step that uses it (0: no class is drawn)."""
-    return int(self.config.sampling.lag) if self.class_conditional else 0
+    return self._lag if self.class_conditional else 0
 
   # --- State, update and draws (pure, jit-able) ---
 

@@ -36,24 +36,43 @@ def rcs_probabilities(pixel_counts: np.ndarray, available: np.ndarray,
   return weights / weights.sum()
 
 
+def _check_temperature(temperature: float) -> None:
+  if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or (
+      temperature <= 0):
+    raise ValueError(f'temperature={temperature!r}: must be a positive number (DAFormer: '
+                     '0.01)')
+
+
 class RareClassSampler(base.Sampler):
   """Rare class sampling: each batch from D_c, c ~ softmax((1 - f_c) / T) (stateless but for
-  the draw counts, which TensorBoard shows)."""
+  the draw counts, which TensorBoard shows). `temperature`: T (DAFormer: 0.01); from a
+  config: config.sampling.rcs_temperature. DAFormer's D_c (images with more than min_pixels
+  of c) is the class index's `with_min_pixels`."""
   name = 'rcs'
   class_conditional = True
   needs_class_index = True
 
+  def __init__(self, *, num_classes: int, class_index, temperature: float = 0.01,
+               lag: int = 1):
+    super().__init__(num_classes=num_classes, class_index=class_index, lag=lag)
+    _check_temperature(temperature)
+    self.temperature = float(temperature)
+
+  @classmethod
+  def config_kwargs(cls, config) -> dict:
+    return {'temperature': config.sampling.rcs_temperature}
+
   @classmethod
   def check_config(cls, config) -> None:
-    temperature = config.sampling.rcs_temperature
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-      raise ValueError(f'config.sampling.rcs_temperature={temperature!r}: must be a positive '
-                       'number (DAFormer: 0.01)')
+    try:
+      _check_temperature(config.sampling.rcs_temperature)
+    except ValueError as e:
+      raise ValueError(f'config.sampling.rcs_{e}') from None
 
   @property
   def probabilities(self) -> np.ndarray:
-    return rcs_probabilities(self.class_index.pixel_counts, self.available,
-                             float(self.config.sampling.rcs_temperature))
+    """[K] float64: the fixed probability of drawing each class."""
+    return rcs_probabilities(self.class_index.pixel_counts, self.available, self.temperature)
 
   def init(self) -> dict:
     return {'draw_counts': jnp.zeros((self.num_classes,), jnp.int32)}

@@ -100,40 +100,65 @@ def draw_class(state: SamplerState, key: Array, log_prior: Array | None = None) 
 SIGNALS = ('batch', 'class')
 
 
+def _check(signal: str, size_prior: float, gamma: float) -> None:
+  """ValueError naming the first invalid hyperparameter (field name first)."""
+  if signal not in SIGNALS:
+    raise ValueError(f'signal={signal!r}: must be one of {SIGNALS}')
+  if isinstance(size_prior, bool) or not isinstance(size_prior, (int, float)) or not (
+      -10 <= size_prior <= 10):
+    raise ValueError(f'size_prior={size_prior!r}: the exponent must be in [-10, 10]')
+  if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+    raise ValueError(f'gamma={gamma!r}: the EMA rate must be in (0, 1]')
+
+
 class TCESampler(base.Sampler):
   """Stochastic TCE (Algorithm 1): the batch of each step is drawn from D_c, c drawn with the
-  tilted weights, which are updated with the batch's mean cross-entropy (config.tce.t,
-  config.tce.gamma); config.tce.signal and config.tce.size_prior select the extensions."""
+  tilted weights, which are updated with the batch's mean cross-entropy.
+
+  `t`: the tilt (0: classes drawn uniformly); `gamma`: the EMA rate of T_c (TERM's code: 0.2);
+  `signal`: 'batch' (the paper's: the whole batch's mean CE) or 'class' (the CE over the
+  pixels of the drawn class); `size_prior` beta: draw with |D_c|^beta T_c (0: the paper's).
+  From a config: config.tce.{t, gamma, signal, size_prior}."""
   name = 'tce'
   class_conditional = True
   needs_class_index = True
 
+  def __init__(self, *, num_classes: int, class_index, t: float, gamma: float = 0.2,
+               signal: str = 'batch', size_prior: float = 0.0, lag: int = 1):
+    super().__init__(num_classes=num_classes, class_index=class_index, lag=lag)
+    _check(signal, size_prior, gamma)
+    self.t, self.gamma, self.signal, self.size_prior = (float(t), float(gamma), signal,
+                                                        float(size_prior))
+
+  @classmethod
+  def config_kwargs(cls, config) -> dict:
+    return {'t': config.tce.t, 'gamma': config.tce.gamma, 'signal': config.tce.signal,
+            'size_prior': config.tce.size_prior}
+
   @classmethod
   def check_config(cls, config) -> None:
-    if config.tce.signal not in SIGNALS:
-      raise ValueError(f'config.tce.signal={config.tce.signal!r}: must be one of {SIGNALS}')
-    beta = config.tce.size_prior
-    if not isinstance(beta, (int, float)) or not -10 <= beta <= 10:
-      raise ValueError(f'config.tce.size_prior={beta!r}: the exponent must be in [-10, 10]')
+    try:
+      _check(config.tce.signal, config.tce.size_prior, config.tce.gamma)
+    except ValueError as e:
+      raise ValueError(f'config.tce.{e}') from None
 
   @property
   def log_prior(self) -> np.ndarray | None:
     """[C] size_prior x log |D_c| (0 where D_c is empty), or None (size_prior 0)."""
-    beta = float(self.config.tce.size_prior)
+    beta = self.size_prior
     if beta == 0:
       return None
     sizes = np.asarray(self.class_index.image_counts, np.float64)
     return np.where(sizes > 0, beta * np.log(np.maximum(sizes, 1)), 0.0).astype(np.float32)
 
   def init(self) -> SamplerState:
-    return init_sampler(self.num_classes, self.config.tce.t, available=self.available)
+    return init_sampler(self.num_classes, self.t, available=self.available)
 
   def update(self, state: SamplerState, *, cls, logits, labels, mcce, axis_name):
-    if self.config.tce.signal == 'batch':  # Algorithm 1 line 7: the whole batch's loss
-      return update_sampler(state, cls, mcce, t=self.config.tce.t, gamma=self.config.tce.gamma)
+    if self.signal == 'batch':  # Algorithm 1 line 7: the whole batch's loss
+      return update_sampler(state, cls, mcce, t=self.t, gamma=self.gamma)
     loss, has_pixels = class_batch_loss(logits, labels, cls, axis_name=axis_name)
-    return update_sampler(state, cls, loss, t=self.config.tce.t, gamma=self.config.tce.gamma,
-                          has_loss=has_pixels)
+    return update_sampler(state, cls, loss, t=self.t, gamma=self.gamma, has_loss=has_pixels)
 
   def draw(self, state: SamplerState, key: Array) -> Array:
     return draw_class(state, key, self.log_prior)

@@ -18,6 +18,7 @@ from multiprocessing import connection
 import os
 import sys
 
+from absl import logging as absl_logging
 import jax
 import tqdm
 
@@ -244,6 +245,7 @@ def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -
   with open(log, 'a') as f:
     os.dup2(f.fileno(), sys.stdout.fileno())
     os.dup2(f.fileno(), sys.stderr.fileno())
+  absl_logging.set_verbosity(absl_logging.INFO)  # as `python -m tce_jax.main` logs
   use_compilation_cache(cache)
   train.train_and_evaluate(config, workdir)
 

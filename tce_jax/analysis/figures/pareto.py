@@ -28,7 +28,6 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
-  from matplotlib.patches import Rectangle  # pylint: disable=g-import-not-at-top
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   labels = list(report['labels'])
 
@@ -70,21 +69,34 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
                     f"dashed: {report['reference']}; bold: on the Pareto front", fontsize=10)
   labelled = [list(range(len(labels)))]
   if panels == 2:
-    # The zoom shows its points' means with room for their labels; bars may run off it.
-    zx, zy = x[zoomed], y[zoomed]
-    pad_x, pad_y = 0.25 * (np.ptp(zx) or 1.0), 0.15 * (np.ptp(zy) or 1.0)
-    box = (zx.min() - pad_x, zy.min() - pad_y, zx.max() + pad_x, zy.max() + pad_y)
-    axes[1].set_xlim(box[0], box[2])
-    axes[1].set_ylim(box[1], box[3])
-    axes[1].set_title(f"Zoom: the labels within {ZOOM_MIOU:g} mIoU points of "
-                      f"{report['reference']} or above it", fontsize=10)
-    axes[0].add_patch(Rectangle(
-        box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor='black',
-        linewidth=0.6, linestyle='-', zorder=0))
+    _zoom(axes, x[zoomed], y[zoomed], report['reference'])
     labelled = [[i for i in range(len(labels)) if i not in zoomed], zoomed]
   fig.tight_layout()
-  # Labels go where they overlap no other label, marker or the legend, with a leader line
-  # when moved out (the axes are final now: display coordinates no longer move).
+  _place_labels(fig, axes, labelled, labels, x, y, front, legend)
+  style_lib.save(fig, out, 'pareto')
+  plt.close(fig)
+
+
+def _zoom(axes, zx: np.ndarray, zy: np.ndarray, reference: str) -> None:
+  """The right panel: the zoomed labels' means (`zx`, `zy`) with room for their labels (bars
+  may run off it), and its box drawn on the left panel."""
+  from matplotlib.patches import Rectangle  # pylint: disable=g-import-not-at-top
+  pad_x, pad_y = 0.25 * (np.ptp(zx) or 1.0), 0.15 * (np.ptp(zy) or 1.0)
+  box = (zx.min() - pad_x, zy.min() - pad_y, zx.max() + pad_x, zy.max() + pad_y)
+  axes[1].set_xlim(box[0], box[2])
+  axes[1].set_ylim(box[1], box[3])
+  axes[1].set_title(f"Zoom: the labels within {ZOOM_MIOU:g} mIoU points of "
+                    f"{reference} or above it", fontsize=10)
+  axes[0].add_patch(Rectangle(
+      box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor='black',
+      linewidth=0.6, linestyle='-', zorder=0))
+
+
+def _place_labels(fig, axes, labelled: list[list[int]], labels: list[str], x: np.ndarray,
+                  y: np.ndarray, front: np.ndarray, legend) -> None:
+  """Each panel's labels (`labelled`: the indices per panel) where they overlap no other
+  label, marker or the legend, with a leader line when moved out (called once the axes are
+  final: display coordinates no longer move)."""
   renderer = fig.canvas.get_renderer()
   for ax, indices in zip(axes, labelled):
     ax.set_xlim(ax.get_xlim())
@@ -112,8 +124,6 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
                   fontweight='bold' if i in front else 'normal',
                   arrowprops=dict(arrowstyle='-', color='dimgrey', linewidth=0.5, shrinkA=0,
                                   shrinkB=2) if np.hypot(dx, dy) > 9 else None)
-  style_lib.save(fig, out, 'pareto')
-  plt.close(fig)
 
 
 @registry.register('pareto')

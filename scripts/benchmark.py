@@ -22,10 +22,8 @@ Measured in one process, the timed parts alternating in rounds so machine noise 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import platform
-import resource
 import time
 
 from absl import app
@@ -33,10 +31,11 @@ from absl import flags
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from bench_common import (Peer, device_peak_bytes, host_peak_bytes, matmul_peak,
+                          time_fixed_batch)
 import benchmark_sampling  # a sibling script (scripts/ is on the path when run as a script)
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import records
@@ -63,20 +62,6 @@ flags.DEFINE_bool('quick', False, 'Smoke version: tiny model and data, 1 round o
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: the config\'s).')
 
 
-def matmul_peak(n: int, reps: int = 10) -> dict[str, float]:
-  """FLOP/s of a float32 n x n matmul on the default device (2 n^3 FLOPs), median of reps."""
-  a, b = (jax.random.normal(jax.random.PRNGKey(i), (n, n), jnp.float32) for i in range(2))
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    dot(a, b).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return {'size': n, 'median_ms': 1e3 * float(np.median(times)),
-          'flops_per_s': 2 * n ** 3 / float(np.median(times))}
-
-
 def compile_step(experiment: train.Experiment, state, batch):
   """(compiled train step, compile seconds, XLA FLOPs of the whole step over all devices)."""
   start = time.perf_counter()
@@ -86,18 +71,6 @@ def compile_step(experiment: train.Experiment, state, batch):
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   # The SPMD program is one device's share of the step.
   return compiled, seconds, float(cost['flops']) * experiment.mesh.size
-
-
-def time_fixed_batch(step, state, batch, num_steps: int, warmup: int):
-  """Seconds per step on one batch already on the device; returns (times, last state)."""
-  times = []
-  for i in range(warmup + num_steps):
-    start = time.perf_counter()
-    state, metrics, _ = step(state, batch)
-    jax.block_until_ready(metrics['loss'])
-    if i >= warmup:
-      times.append(time.perf_counter() - start)
-  return np.asarray(times), state
 
 
 def time_input(experiment: train.Experiment, num_batches: int) -> dict[str, float]:
@@ -135,43 +108,6 @@ def time_eval(experiment: train.Experiment, state, num_images: int = 0) -> dict[
   seconds = time.perf_counter() - start
   return {'images': len(source), 'batch_size': experiment.config.input.eval_batch_size,
           'images_per_s': len(source) / seconds}
-
-
-def host_peak_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def device_peak_bytes() -> int | None:
-  stats = jax.local_devices()[0].memory_stats()  # None on the CPU backend
-  return int(stats['peak_bytes_in_use']) if stats and 'peak_bytes_in_use' in stats else None
-
-
-class Peer:
-  """The PyTorch DeepLabv3+ on the same batch, starting from our initial weights."""
-
-  def __init__(self, config, num_classes: int, state, batch, channels_last: bool):
-    import torch  # pylint: disable=g-import-not-at-top
-    import torch_deeplabv3plus as peer  # pylint: disable=g-import-not-at-top
-    model = peer.from_config(config, num_classes)
-    model.load_state_dict(peer.state_dict_from_flax(jax.device_get(
-        {'params': state.params, 'batch_stats': state.batch_stats})))
-    images = np.asarray(pipeline.normalize(jnp.asarray(batch['image'])))
-    self.images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    self.labels = torch.from_numpy(np.asarray(batch['label']).astype(np.int64))
-    if channels_last:
-      model = model.to(memory_format=torch.channels_last)
-      self.images = self.images.contiguous(memory_format=torch.channels_last)
-    step = peer.make_train_step(model, learning_rate=config.train.learning_rate,
-                                momentum=config.train.momentum,
-                                weight_decay=config.train.weight_decay,
-                                optimizer=config.train.optimizer)
-    self._time = functools.partial(peer.time_train_steps, step, self.images, self.labels)
-    self.info = {'framework': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
-                 'channels_last': channels_last}
-
-  def time(self, num_steps: int, warmup: int) -> np.ndarray:
-    """Seconds per peer step on the batch, after `warmup` steps."""
-    return self._time(num_steps, warmup)
 
 
 def run_benchmark(config, *, steps: int, warmup: int, rounds: int, input_batches: int,

@@ -17,7 +17,6 @@ from tce_jax import losses
 from tce_jax import models
 from tce_jax import sampling
 from tce_jax.models import pretrained
-from tce_jax.data import datasets
 
 
 def _fail(field: str, value, why: str):
@@ -67,6 +66,7 @@ def upgrade_deprecated(config: ml_collections.ConfigDict) -> None:
 
 def validate_model_config(config: ml_collections.ConfigDict) -> None:
   """The fields that building the model and evaluating it read (training's are extra)."""
+  from tce_jax.data import datasets  # pylint: disable=g-import-not-at-top  (the step needs none)
   upgrade_deprecated(config)
   _one_of(config, 'dataset.name', datasets.DATASETS)
   _one_of(config, 'model.name', models.MODELS)

@@ -15,7 +15,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from tce_jax.data import pipeline
+from tce_jax.data import geometry
+from tce_jax.data import imagenet
 
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
@@ -131,7 +132,7 @@ def predict(model, variables: Variables, images: jax.Array, sizes: jax.Array | N
     sizes = jnp.broadcast_to(jnp.array([h, w], jnp.int32), (b, 2))
   sizes = sizes.astype(jnp.int32)
   mask = jax.vmap(lambda s: valid_mask((h, w), s))(sizes)[..., None]
-  x = jnp.where(mask, pipeline.normalize(images, jnp.float32), 0.0)
+  x = jnp.where(mask, imagenet.normalize(images, jnp.float32), 0.0)
 
   def apply(inputs):
     return model.apply(variables, inputs.astype(model.dtype), train=False)
@@ -143,7 +144,7 @@ def predict(model, variables: Variables, images: jax.Array, sizes: jax.Array | N
     if scale == 1.0:
       shape, scaled_sizes, scaled = (h, w), sizes, x
     else:
-      shape = pipeline.resized_shape(h, w, scale)
+      shape = geometry.resized_shape(h, w, scale)
       scaled_sizes = jnp.maximum(jnp.round(sizes * scale), 1).astype(jnp.int32)
       scaled = jax.vmap(lambda im, s, t: resize_bilinear(im, shape, s, t))(x, sizes,
                                                                             scaled_sizes)

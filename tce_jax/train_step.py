@@ -29,7 +29,7 @@ from tce_jax import losses
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import sampling
-from tce_jax.data import pipeline
+from tce_jax.data import imagenet
 
 AXIS = mesh_lib.AXIS  # the mesh axis the batch is split over
 _DROPOUT_STREAM = 0  # random stream of dropout (the samplers' class draws use stream 1)
@@ -111,7 +111,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
   step + lag after its update with this batch (-1 for a sampler that draws none).
   """
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  images = pipeline.normalize(batch['image'], dtype)
+  images = imagenet.normalize(batch['image'], dtype)
   labels = batch['label'].astype(jnp.int32)
   dropout_key = jax.random.fold_in(
       jax.random.fold_in(jax.random.fold_in(state.key, _DROPOUT_STREAM), state.step),

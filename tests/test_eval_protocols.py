@@ -19,6 +19,7 @@ from tce_jax import prepare
 from tce_jax.configs import ade20k_mcce
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import datasets
+from tce_jax.data import imagenet
 from tce_jax.data import pipeline
 from tce_jax.data.fake_archives import make_ade20k_archive
 
@@ -140,7 +141,7 @@ def test_slide_inference_averages_overlapping_windows(make_tiny_config):
   slide = np.asarray(jit_predict(model, mode='slide', window=window, stride=stride)(
       variables, jnp.asarray(images), jnp.asarray(sizes)))
   apply = jax.jit(lambda crop: model.apply(variables, crop, train=False))
-  x = (images.astype(np.float32) - pipeline.IMAGENET_MEAN) / pipeline.IMAGENET_STD
+  x = (images.astype(np.float32) - imagenet.IMAGENET_MEAN) / imagenet.IMAGENET_STD
   for b, (h, w) in enumerate(sizes):
     x[b, h:], x[b, :, w:] = 0, 0  # the padding is zero after normalisation
     total = np.zeros((*canvas, 19))

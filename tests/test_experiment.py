@@ -45,17 +45,19 @@ def test_quick_experiment_runs_every_method_and_resumes(tmp_path):
           'tce_signal_class_t1', 'tce_size_prior_t1', 'uniform_crop'} <= set(report['labels'])
   assert os.path.exists(tmp_path / 'exp' / 'report' / 'report.md')
   with open(tmp_path / 'exp' / 'report' / 'summary.md') as f:
-    methods_table, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
-  methods_table, ablation_table = methods_table.split('### Ablations')
-  # Every ablation pair of METHODS (table and p-values), none of the sweep's.
-  ablated = STUDY.ablations['Ablations']
-  assert sum(line.startswith('|') for line in ablation_table.splitlines()) == 4 + 2 * len(ablated)
-  assert '### t sweep ablations' not in ablation_table
-  # One family (no sweep with --quick): the statistics table (header, rule, a row per method)
-  # and the adjusted p-values (header, rule, a row per method but the reference).
-  assert methods_table.startswith('### Methods') and '### t sweep' not in methods_table
-  assert sum(line.startswith('|') for line in methods_table.splitlines()) == (
-      2 + len(STUDY.main_methods) + 2 + len(STUDY.main_methods) - 1)
+    text, profile = f.read().split('### Benchmark profile of mcce (1 seeds)')
+  sections = {s.split('\n', 1)[0]: s for s in text.split('### ')[1:]}
+  # One family of methods (no sweep with --quick), every ablation pair of METHODS and the
+  # direct contrasts whose methods ran (not t = 10), none of the sweep's. Each family: its
+  # statistics table (header, rule, a row per comparison; the methods' also the reference),
+  # the adjusted p-values and the equivalence tests (header, rule, a row per comparison).
+  assert list(sections) == ['Methods', 'Ablations', 'Direct contrasts (added after the runs)']
+  rows = {title: sum(line.startswith('|') for line in body.splitlines())
+          for title, body in sections.items()}
+  compared = len(STUDY.main_methods) - 1
+  assert rows['Methods'] == 3 * (2 + compared) + 1
+  assert rows['Ablations'] == 3 * (2 + len(STUDY.ablations['Ablations']))
+  assert rows['Direct contrasts (added after the runs)'] == 3 * (2 + 2)
   assert (tmp_path / 'exp' / 'report' / 'pareto.png').stat().st_size > 0
   assert (tmp_path / 'exp' / 'report' / 'sweep.png').stat().st_size > 0  # t = 0, 0.1, 1
   assert '| mean of the 5 worst classes |' in profile and '| sky |' in profile

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, subprocess_env
 from tce_jax.configs import default
 from tce_jax import models
-from tce_jax.data import pipeline
+from tce_jax.data import imagenet
 
 torch = pytest.importorskip('torch', reason='the peer needs PyTorch (pip install torch==2.13.0)')
 import torch_deeplabv3plus as peer  # noqa: E402  (scripts/ is on the path: pyproject pythonpath)
@@ -30,7 +30,7 @@ def test_peer_gives_our_logits_with_our_weights(backbone, output_stride, multi_g
                       multi_grid=multi_grid)
   model = models.create_model(config, 5, train=False)
   images = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
-  x = pipeline.normalize(jnp.asarray(images))
+  x = imagenet.normalize(jnp.asarray(images))
   variables = model.init(jax.random.PRNGKey(0), x, train=False)
   # Non-trivial running statistics, so a BatchNorm mix-up shows.
   variables = {'params': variables['params'], 'batch_stats': jax.tree.map(

@@ -16,33 +16,17 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from absl import logging
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from tce_jax.data.class_index import ClassIndex
+from tce_jax.data.geometry import keep_ratio_scale, resized_shape
+from tce_jax.data.imagenet import IMAGENET_MEAN
 from tce_jax.data.datasets import IGNORE_INDEX, DataError, SegmentationSource
 
 # ImageNet statistics (0-255 scale); images are normalised with them on the device.
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 _PAD_COLOR = tuple(int(round(v)) for v in IMAGENET_MEAN)  # padding that normalises to ~0
 _UNIFORM_STREAM, _CLASS_STREAM, _AUGMENT_STREAM = 0, 1, 2  # independent random streams
-
-
-def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
-  """uint8 [B, H, W, 3] -> ImageNet-normalised floats (on the device: 4x less transfer)."""
-  mean = jnp.asarray(IMAGENET_MEAN)
-  std = jnp.asarray(IMAGENET_STD)
-  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
-
-
-def keep_ratio_scale(height: int, width: int, size: Sequence[int]) -> float:
-  """The factor that fits an image into size = (long, short) keeping its aspect ratio
-  (mmsegmentation's `keep_ratio` resize: the long side <= long, the short side <= short)."""
-  long_side, short_side = max(size), min(size)
-  return min(long_side / max(height, width), short_side / min(height, width))
 
 
 def resize(image: np.ndarray, label: np.ndarray | None, scale: float):
@@ -253,13 +237,6 @@ class Prefetcher:
 
 # Canvas sides of the evaluation buckets: 2^k and 1.5 * 2^k (each side padded by < 50%).
 CANVAS_SIDES = tuple(sorted({2 ** k for k in range(3, 16)} | {3 * 2 ** k for k in range(2, 15)}))
-
-
-def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
-  """The (height, width) that `resize` gives an image at `scale`."""
-  if scale == 1.0:
-    return height, width
-  return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
 
 
 def canvas_side(side: int, sides: Sequence[int] = CANVAS_SIDES, *, what: str = 'image') -> int:

@@ -11,7 +11,6 @@ replace the run's own record, which `report` reads.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -26,10 +25,13 @@ import numpy as np
 from tce_jax import checkpoints
 from tce_jax import cli
 from tce_jax import config_validation
+from tce_jax import evaluation
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import inference
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
+from tce_jax import records
+from tce_jax import rundir
 from tce_jax import workdir as workdir_lib
 from tce_jax.data import datasets
 
@@ -116,6 +118,30 @@ def evaluate_run(workdir: str, *, step: int | None = None, split: str | None = N
     class_writer.close()
 
 
+def record_path(workdir: str, record: dict, run_config: ml_collections.ConfigDict) -> str:
+  """Where `Evaluator.write` put `record`: eval/<step>[_<split>][_<tag>].json."""
+  split = record['split']
+  tag = evaluator_lib.protocol_tag(record['protocol'], evaluator_lib.protocol(run_config, split))
+  other = split if split != run_config.dataset.eval_split else None
+  return rundir.eval_path(workdir, record['step'], rundir.eval_suffix(other, tag))
+
+
+def summary(workdir: str, record: dict) -> str:
+  """What `evaluate` prints: the headline numbers, the file written, and the difference to
+  the run's own evaluation of that step (when it has one and this is another)."""
+  run_config = workdir_lib.load_run_config(workdir)
+  path = record_path(workdir, record, run_config)
+  lines = [f"Evaluated: {workdir} (step {record['step']})", f'  {evaluation.headline(record)}',
+           f'  record: {path}']
+  own = rundir.eval_path(workdir, record['step'])
+  if os.path.abspath(own) != os.path.abspath(path) and os.path.exists(own):
+    before = records.read_json(own)
+    lines.append(f"  against the run's own evaluation of step {record['step']} ({own}): "
+                 f"mIoU {record['miou'] - before['miou']:+.2f} ({record['miou']:.2f} vs "
+                 f"{before['miou']:.2f}, {before.get('split', 'validation')})")
+  return '\n'.join(lines)
+
+
 def main(argv):
   cli.quiet_libraries()
   if len(argv) > 1:
@@ -141,8 +167,7 @@ def main(argv):
                           overrides=overrides)
   except (ValueError, FileNotFoundError) as e:
     cli.exit_on(e)
-  print(json.dumps({k: record[k] for k in ('step', 'split', 'miou', 'pixel_accuracy',
-                                           'cross_entropy', 'fairness', 'protocol')}, indent=1))
+  print(summary(FLAGS.workdir, record))
 
 
 if __name__ == '__main__':

@@ -73,6 +73,17 @@ def per_class_rows(record: dict) -> list[dict]:
   return rows
 
 
+def headline(record: dict) -> str:
+  """One line of an evaluation record: mIoU, pixel accuracy, the three worst classes (and
+  every class at 0 IoU, however many)."""
+  ious = {name: v for name, v in record['per_class_iou'].items() if v is not None}
+  worst = sorted(ious, key=ious.get)
+  shown = worst[:max(3, sum(ious[name] == 0 for name in worst))]
+  return (f"{record.get('split', 'validation')} mIoU {record['miou']:.2f}, pixel accuracy "
+          f"{record['pixel_accuracy']:.2f}; worst classes: "
+          + ', '.join(f'{name} {ious[name]:.1f}' for name in shown))
+
+
 def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
               fairness_fraction: float = 0.25, cross_entropy: float | None = None) -> dict:
   """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent), with the

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from tce_jax import cli
+from tce_jax import evaluation
 from tce_jax import rundir
 from tce_jax import train
 
@@ -85,16 +86,12 @@ def summary(record: dict, workdir: str) -> str:
   if not os.path.relpath(python).startswith('..'):
     python = os.path.relpath(python)
   tensorboard = os.path.join(os.path.dirname(python), 'tensorboard')
-  ious = {name: v for name, v in record['per_class_iou'].items() if v is not None}
-  worst = sorted(ious, key=ious.get)[:3]
   return '\n'.join([
       f'\nFinished: {workdir} (step {record["step"]})',
-      f'  {record.get("split", "validation")} mIoU {record["miou"]:.2f}, pixel accuracy '
-      f'{record["pixel_accuracy"]:.2f}; '
-      'worst classes: ' + ', '.join(f'{name} {ious[name]:.1f}' for name in worst),
+      f'  {evaluation.headline(record)}',
       f'  record:    {rundir.eval_path(workdir, record["step"])}',
-      f'  evaluate:  {python} -m tce_jax.evaluate --workdir={workdir} [--flip] '
-      '[--scales=0.75,1.0,1.25]',
+      f'  evaluate:  {python} -m tce_jax.evaluate --workdir={workdir} --flip   (with flipping; '
+      '--scales=0.75,1.0,1.25 adds scales)',
       f'  compare:   {python} -m tce_jax.report --runs {workdir} OTHER_RUN ... --out REPORT_DIR',
       f'  view:      {tensorboard} --logdir {os.path.dirname(os.path.normpath(workdir)) or "."}',
   ])

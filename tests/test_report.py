@@ -59,6 +59,17 @@ def test_evaluate_command_writes_record_with_fairness(runs):
   train_record = evaluate.evaluate_run(runs['tce'], split='train')
   assert train_record['split'] == 'train'
   assert os.path.exists(os.path.join(runs['tce'], 'eval', '4_train.json'))
+  # What the command prints: the headline, the file written, the change against the run's
+  # own evaluation of the step.
+  text = evaluate.summary(runs['tce'], record).splitlines()
+  assert text[0] == f"Evaluated: {runs['tce']} (step 4)"
+  assert text[1].startswith(f"  validation mIoU {record['miou']:.2f}, pixel accuracy ")
+  assert 'worst classes: ' in text[1]
+  assert text[2] == '  record: ' + os.path.join(runs['tce'], 'eval', '4_ms0.75-1_flip.json')
+  assert text[3].startswith("  against the run's own evaluation of step 4 (") and (
+      f"mIoU {record['miou'] - plain['miou']:+.2f}" in text[3])
+  assert evaluate.summary(runs['tce'], train_record).splitlines()[2].endswith('4_train.json')
+  assert len(evaluate.summary(runs['tce'], plain).splitlines()) == 3  # its own: no change
 
 
 def test_evaluate_errors_name_the_problem(runs, tmp_path):
@@ -174,7 +185,7 @@ def test_report_warns_when_runs_differ_in_protocol_or_step(runs, tmp_path, caplo
 def test_bold_follows_the_printed_values():
   """0.03 prints as 0.0: beside a 0.0 it is a tie, and a row of ties bolds nothing."""
   def entry(*means):
-    return {'runs': ['r'], 'steps': [4],
+    return {'runs': ['r0', 'r1'], 'steps': [4, 4],
             'per_class_iou': {c: {'mean': m, 'std': 0.0} for c, m in zip('abc', means)},
             'fairness': {k: {'mean': 1.0, 'std': 0.0} for k in report.STATS}}
   table = {'reference': 'x', 'fraction': 0.25, 'class_order': ['a', 'b', 'c'],
@@ -185,6 +196,25 @@ def test_bold_follows_the_printed_values():
   assert rows['a'] == '| a | 0.0 | 0.0 |'
   assert rows['b'] == '| b | 5.0 | 5.0 |'
   assert rows['c'] == '| c | **7.3** | 7.2 |'
+
+
+def test_a_report_of_one_run_per_label_says_nothing_was_tested(runs, tmp_path):
+  """One run per label: no std (null in report.json, blank in report.csv), no bold, no
+  '±', and report.md says that nothing was tested; the figures are still drawn."""
+  out = tmp_path / 'single'
+  result = report.make_report([runs['mcce_s0'], runs['tce']], str(out),
+                              reference=runs['mcce_s0'], qualitative_images=0)
+  for entry in result['labels'].values():
+    assert all(e['std'] is None for e in entry['per_class_iou'].values())
+    assert all(e['std'] is None for e in entry['fairness'].values())
+  text = (out / 'report.md').read_text()
+  assert 'mcce, tce: one run each' in text and 'no test is possible' in text
+  table_rows = [line for line in text.splitlines() if line.startswith('|')]
+  assert table_rows and not any('**' in line or ' ± ' in line for line in table_rows)
+  with open(out / 'report.csv') as f:
+    assert {r['std'] for r in csv.DictReader(f)} == {''}
+  for name in ('pareto.png', 'per_class_difference.png', 'per_class_iou.png'):
+    assert (out / name).stat().st_size > 0
 
 
 def test_pareto_front_by_brute_force():

@@ -79,12 +79,13 @@ def comparability_warnings(runs: list[dict]) -> list[str]:
 
 
 def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and sample std over axis 0 (std 0 for a single run), NaN-aware."""
+  """Mean and sample std over axis 0, NaN-aware; a single run has no std (NaN: null in the
+  records, blank in the tables), not a std of 0."""
   values = np.asarray(values, np.float64)
   with warnings.catch_warnings():  # all-NaN columns (absent classes) stay NaN, quietly
     warnings.simplefilter('ignore', RuntimeWarning)
     mean = np.nanmean(values, axis=0)
-    std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+    std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.full_like(mean, np.nan)
   return mean, std
 
 
@@ -107,7 +108,7 @@ def summarize_runs(runs: list[dict], reference_run: str, fraction: float) -> dic
         'backbone': sorted({pretrained.describe_init(r['config']) for r in group}),
         'per_class_iou': {c: {'mean': finite_or_none(m), 'std': finite_or_none(s)}
                           for c, m, s in zip(classes, iou_mean, iou_std)},
-        'fairness': {k: {'mean': float(m), 'std': float(s)}
+        'fairness': {k: {'mean': float(m), 'std': finite_or_none(s)}
                      for k, m, s in zip(STATS, stat_mean, stat_std)},
         'num_classes': stats[0]['num_classes'],
     }

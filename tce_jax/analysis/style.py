@@ -53,7 +53,7 @@ def grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: st
     hatch = HATCHES[(i // len(PALETTE)) % len(HATCHES)]
     position = x + (i - (len(series) - 1) / 2) * width
     height = np.nan_to_num(mean)
-    ax.bar(position, height, width, yerr=std if np.any(std) else None, label=name,
+    ax.bar(position, height, width, yerr=std if np.any(np.nan_to_num(std)) else None, label=name,
            color=colour, hatch=hatch or None, edgecolor='white' if hatch else None,
            linewidth=0, capsize=2, error_kw={'elinewidth': 0.8})
     zero = np.isfinite(mean) & (np.abs(height) < 0.05)
@@ -88,4 +88,5 @@ KIND_STYLES = {
     'added': {'marker': 's', 'color': PALETTE[5], 'filled': True},
     'paper (t sweep)': {'marker': 'o', 'color': PALETTE[0], 'filled': False},
     'added (t sweep)': {'marker': 's', 'color': PALETTE[5], 'filled': False},
+    'run': {'marker': 'o', 'color': PALETTE[0], 'filled': True},  # no kinds given
 }

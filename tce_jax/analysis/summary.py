@@ -51,7 +51,8 @@ def summary(report_json: dict, families: dict[str, list[str]] | None = None,
       entry, n = labels[label], len(labels[label]['runs'])
       cells = []
       for key in SUMMARY_STATS:
-        cell = f"{entry['fairness'][key]['mean']:.1f} ± {entry['fairness'][key]['std']:.1f}"
+        value = entry['fairness'][key]
+        cell = f"{value['mean']:.1f}" + ('' if value['std'] is None else f" ± {value['std']:.1f}")
         if label != reference:
           cell += f' ({_interval(tests[label, reference][key])})'
           if adjusted[(label, reference), key] <= ALPHA:

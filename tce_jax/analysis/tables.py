@@ -15,6 +15,11 @@ def _cell(entry: dict, bold: bool = False) -> str:
   return f'**{text}**' if bold else text
 
 
+def single_run_labels(report: dict) -> list[str]:
+  """The labels with one run: no std, no error bars, no tests for them."""
+  return [l for l, e in report['labels'].items() if len(e['runs']) < 2]
+
+
 def markdown(report: dict) -> str:
   """report.md: per-class IoU table (best per class in bold) and the fairness table."""
   labels = list(report['labels'])
@@ -26,8 +31,17 @@ def markdown(report: dict) -> str:
                'over runs sharing a label.\n')
   for label, entry in report['labels'].items():
     backbone = '; '.join(entry.get('backbone', [])) or 'not recorded'
-    lines.append(f"- {label}: {len(entry['runs'])} run(s), step {entry['steps']}, backbone "
-                 f"{backbone}: " + ', '.join(entry['runs']))
+    count = len(entry['runs'])
+    lines.append(f"- {label}: {count} run{'s' if count > 1 else ''}, step "
+                 f"{', '.join(map(str, entry['steps']))}, backbone {backbone}: "
+                 + ', '.join(entry['runs']))
+  single = single_run_labels(report)
+  if single:
+    lines.append(f"\n{', '.join(single)}: one run each. A single run has no spread and "
+                 'no test is possible: nothing here says whether a difference is beyond seed '
+                 'noise (on the synthetic benchmark one seed moves mIoU by up to about 1 point '
+                 'and a class by several). Run several seeds under one label to get the std, '
+                 'the error bars and the tests.')
   if report['excluded_classes']:
     lines.append(f"\nLeft out (absent from the reference's evaluation): "
                  f"{', '.join(report['excluded_classes'])}")
@@ -37,7 +51,8 @@ def markdown(report: dict) -> str:
     entries = [report['labels'][l]['per_class_iou'][c] for l in labels]
     shown = [None if e['mean'] is None else round(e['mean'], 1) for e in entries]
     best = max((v for v in shown if v is not None), default=None)
-    tie = len({v for v in shown if v is not None}) <= 1  # nothing to single out
+    # Nothing to single out: all print alike, or some label is one run (no spread known).
+    tie = bool(single) or len({v for v in shown if v is not None}) <= 1
     lines.append(f'| {c} | ' + ' | '.join(_cell(e, not tie and v == best)
                                           for e, v in zip(entries, shown)) + ' |')
   lines += ['\n## Fairness\n', '| model | ' + ' | '.join(STATS) + ' |',
@@ -45,7 +60,8 @@ def markdown(report: dict) -> str:
   for label in labels:
     stats = report['labels'][label]['fairness']
     lines.append(f'| {label} | ' + ' | '.join(_cell(stats[k]) for k in STATS) + ' |')
-  lines.append('\nBold: the best value of a row as printed (none when all print alike).')
+  lines.append('\nBold: the best value of a row as printed (none when all print alike or a '
+               'label has one run).')
   lines.append('\nsorted_bottom/top: mean IoU over the reference\'s k worst/best classes; '
                'percentile_*: the quantile of the model\'s own IoUs and the mean beyond it; '
                'std: sample standard deviation over classes.')

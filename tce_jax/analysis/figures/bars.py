@@ -25,7 +25,9 @@ def plot_bars(report: dict, out: str):
   per_group = 0.6 * max(1.0, len(series) / 6)  # room for every label's bar
   fig, ax = plt.subplots(figsize=(max(8, per_group * len(classes) + 2), 5))
   style_lib.grouped_bars(ax, classes, series, 'IoU (%)')
-  ax.set_title(f"Per-class IoU (mean ± std over runs), classes sorted by the reference "
+  spread = ('one run per label: no error bars' if all(
+      len(e['runs']) < 2 for e in report['labels'].values()) else 'mean ± std over runs')
+  ax.set_title(f"Per-class IoU ({spread}), classes sorted by the reference "
                f"({report['reference']}), worst first; a dash marks 0")
   fig.tight_layout()
   style_lib.save(fig, out, 'per_class_iou')

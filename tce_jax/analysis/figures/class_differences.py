@@ -32,6 +32,7 @@ def plot_class_differences(report: dict, out: str, alpha: float = stats.ALPHA) -
   diff = np.full((len(rows), len(classes)), np.nan)
   beyond = np.zeros(diff.shape, bool)
   names = []
+  testable = []  # rows whose label and reference both have seeds to test
   for r, label in enumerate(rows):
     entry = report['labels'][label]
     tests = stats.per_class(entry, reference, len(entry['runs']), len(reference['runs']))
@@ -39,7 +40,9 @@ def plot_class_differences(report: dict, out: str, alpha: float = stats.ALPHA) -
       if name in tests:
         diff[r, c] = tests[name]['diff']
         beyond[r, c] = tests[name]['adjusted'] <= alpha
-    names.append('{} ({} / {})'.format(label, *stats.beyond_noise(tests, alpha)))
+    testable.append(min(len(entry['runs']), len(reference['runs'])) > 1)
+    names.append('{} ({} / {})'.format(label, *stats.beyond_noise(tests, alpha))
+                 if testable[-1] else f'{label} (one run: untested)')
   limit = float(np.nanmax(np.abs(diff))) if np.any(np.isfinite(diff)) else 1.0
   text = len(classes) <= 40  # the numbers fit in the cells
   fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(classes) + 3.5),
@@ -61,9 +64,13 @@ def plot_class_differences(report: dict, out: str, alpha: float = stats.ALPHA) -
   ax.set_yticks(range(len(rows)), names, fontsize=8)
   fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01,
                label=f"IoU minus {report['reference']}'s (points)")
-  ax.set_title(f"Per-class IoU difference to {report['reference']} (means over runs), classes "
-               f"worst first; framed: beyond noise (Welch per class, Holm over the row's "
-               f"classes, {alpha:g}); (better / worse) after each label", fontsize=9)
+  if any(testable):
+    ax.set_title(f"Per-class IoU difference to {report['reference']} (means over runs), "
+                 f"classes worst first; framed: beyond noise (Welch per class, Holm over the "
+                 f"row's classes, {alpha:g}); (better / worse) after each label", fontsize=9)
+  else:
+    ax.set_title(f"Per-class IoU difference to {report['reference']}, classes worst first; "
+                 'one run per label: no test is possible, nothing is framed', fontsize=9)
   fig.tight_layout()
   style_lib.save(fig, out, 'per_class_difference')
   plt.close(fig)

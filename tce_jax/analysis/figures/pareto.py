@@ -14,6 +14,8 @@ from tce_jax.analysis.style import KIND_STYLES
 
 
 ZOOM_MIOU = 2.0  # pareto.png zooms on the labels within this many mIoU points of the reference
+# Single runs: each axis spans at least this many points (one seed moves mIoU by about 1).
+MIN_SPAN = 4.0
 
 
 def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
@@ -41,18 +43,21 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
   front = placement.pareto_front(x, y)
   reference = labels.index(report['reference'])
   zoomed = [i for i in range(len(labels)) if x[i] >= x[reference] - ZOOM_MIOU]
-  panels = 2 if len(zoomed) > 1 else 1
+  # A zoom only when it shows something the full panel does not: some label outside it.
+  panels = 2 if 1 < len(zoomed) < len(labels) else 1
+  seeds = all(len(report['labels'][l]['runs']) > 1 for l in labels)
   fig, axes = plt.subplots(1, panels, figsize=(9 * panels, 7.5), squeeze=False)
   axes = axes[0]
   k = fairness.num_sorted(len(report['class_order']), report['fraction'])
   for ax in axes:
-    ax.plot(x[front], y[front], color='grey', linewidth=1, linestyle=':', zorder=1,
-            label='Pareto front (means)')
+    if np.count_nonzero(front) > 1:  # a front of one point is no line
+      ax.plot(x[front], y[front], color='grey', linewidth=1, linestyle=':', zorder=1,
+              label='Pareto front' + (' (means)' if seeds else ''))
     ax.axvline(x[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
     ax.axhline(y[reference], color='grey', linewidth=0.6, linestyle='--', zorder=0)
     seen = set()
     for i, label in enumerate(labels):
-      kind = (kinds or {}).get(label, 'paper')
+      kind = (kinds or {}).get(label, 'run')
       style = KIND_STYLES[kind]
       ax.errorbar(x[i], y[i], xerr=xerr[i] or None, yerr=yerr[i] or None,
                   marker=style['marker'], markersize=6, color=style['color'],
@@ -65,8 +70,16 @@ def plot_pareto(report: dict, out: str, kinds: dict[str, str] | None = None):
     ax.grid(alpha=0.3)
   legend = axes[0].legend(fontsize=8, loc='upper left')
   axes[0].margins(x=0.12, y=0.08)  # room for the labels of the outermost points
-  axes[0].set_title(f"Tail against mean: each label's mean over runs, bars 1 std over runs; "
-                    f"dashed: {report['reference']}; bold: on the Pareto front", fontsize=10)
+  if not seeds:  # no error bars to give the scale: a seed's noise must not fill the axes
+    for get, set_ in ((axes[0].get_xlim, axes[0].set_xlim), (axes[0].get_ylim, axes[0].set_ylim)):
+      low, high = get()
+      if high - low < MIN_SPAN:
+        middle = (low + high) / 2
+        set_(middle - MIN_SPAN / 2, middle + MIN_SPAN / 2)
+  spread = ("each label's mean over runs, bars 1 std over runs" if seeds else
+            'one run per label (no error bars; nothing tested)')
+  axes[0].set_title(f"Tail against mean: {spread}; dashed: {report['reference']}; bold: on "
+                    'the Pareto front', fontsize=10)
   labelled = [list(range(len(labels)))]
   if panels == 2:
     _zoom(axes, x[zoomed], y[zoomed], report['reference'])

@@ -294,9 +294,9 @@ class Evaluator:
     elapsed = time.perf_counter() - start
     self.last_speed = (total_images, total_images / max(elapsed, 1e-9))
     logging.log(logging.INFO if elapsed > 60 else logging.DEBUG,
-                'Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvases).',
+                'Evaluated %d images of %s in %.1f s (%.1f images/s; %d canvas%s).',
                 total_images, self.source.split, elapsed, total_images / max(elapsed, 1e-9),
-                len(self.canvases))
+                len(self.canvases), 'es' * (len(self.canvases) > 1))
     k = len(self.class_names)
     confusion = sum((np.asarray(cm, np.int64) for cm, _ in fetched), np.zeros((k, k), np.int64))
     loss = math.fsum(float(l) for _, l in fetched)

@@ -249,9 +249,10 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
   learning_rate = train_step.create_learning_rate_fn(config)
-  logging.info('Training %s from step %d to %d on %d devices (%d processes); backbone %s.',
-               config.name, start_step, num_steps, jax.device_count(), jax.process_count(),
-               pretrained.describe_init(config))
+  devices, processes = jax.device_count(), jax.process_count()
+  logging.info('Training %s from step %d to %d on %d device%s (%d process%s); backbone %s.',
+               config.name, start_step, num_steps, devices, 's' * (devices > 1), processes,
+               'es' * (processes > 1), pretrained.describe_init(config))
   window, unchecked, record = [], [], None
   # On a terminal: a bar with the rate and ETA, the log lines above it (else clu's lines).
   bar = tqdm.tqdm(total=num_steps, initial=start_step, unit='step',

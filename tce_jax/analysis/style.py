@@ -35,10 +35,13 @@ STAT_PANELS = (
 )
 
 
+DPI = 150  # of the PNGs: small text stays legible
+
+
 def save(fig, out: str, name: str):
   """name.png (for viewing) and name.pdf (vector, for papers)."""
   for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(out, f'{name}.{ext}'), dpi=100)
+    fig.savefig(os.path.join(out, f'{name}.{ext}'), dpi=DPI)
 
 
 def grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: str, *,

@@ -32,9 +32,10 @@ def markdown(report: dict) -> str:
   for label, entry in report['labels'].items():
     backbone = '; '.join(entry.get('backbone', [])) or 'not recorded'
     count = len(entry['runs'])
-    lines.append(f"- {label}: {count} run{'s' if count > 1 else ''}, step "
-                 f"{', '.join(map(str, entry['steps']))}, backbone {backbone}: "
-                 + ', '.join(entry['runs']))
+    steps = sorted(set(entry['steps']))
+    lines.append(f"- {label}: {count} run{'s' if count > 1 else ''}, step"
+                 f"{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}, backbone "
+                 f"{backbone}: " + ', '.join(entry['runs']))
   single = single_run_labels(report)
   if single:
     lines.append(f"\n{', '.join(single)}: one run each. A single run has no spread and "

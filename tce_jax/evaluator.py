@@ -8,9 +8,9 @@ image sizes, and an image's prediction does not depend on the other images of it
 The inference on a batch of canvases (whole image or sliding windows; multi-scale and flip
 averaging of probabilities) is `tce_jax.inference`; `eval_step` is the confusion matrix of a
 global batch at the input size, `score_step` at each image's original size (the predictions
-resized back with bilinear interpolation, as mmsegmentation scores ADE20k). Both run under `jax.shard_map` over
-the batch. `Evaluator` loops over a split and writes eval/<step>.json (with the protocol that
-made it) and TensorBoard scalars. It takes model variables ({'params', 'batch_stats'}), not a
+resized back with bilinear interpolation, as mmsegmentation scores ADE20k). Both run under
+`jax.shard_map` over the batch. `Evaluator` loops over a split and writes eval/<step>.json
+(with the protocol that made it) and TensorBoard scalars. It takes model variables ({'params', 'batch_stats'}), not a
 training state, so evaluating a checkpoint needs only the model. The metrics themselves are
 pure functions in `tce_jax.evaluation`.
 """
@@ -61,7 +61,8 @@ def eval_step(variables: Variables, batch: dict[str, jax.Array], *, model, num_c
   scores = inference.predict(model, variables, batch['image'], batch['size'], **predict_kwargs)
   predictions = jnp.argmax(scores, -1)
   confusion = evaluation.confusion_matrix(predictions, batch['label'], num_classes)
-  logits = inference.returns_logits(predict_kwargs.get('scales', (1.0,)), predict_kwargs.get('flip', False))
+  logits = inference.returns_logits(predict_kwargs.get('scales', (1.0,)),
+                                    predict_kwargs.get('flip', False))
   loss = evaluation.cross_entropy_sum(scores, batch['label'], num_classes,
                                       probabilities=not logits)
   return (lax.psum(confusion, axis_name), lax.psum(loss, axis_name),

@@ -60,7 +60,8 @@ class Experiment:
 
   def initial_state(self) -> train_step.TrainState:
     replicated = NamedSharding(self.mesh, P())
-    state = train_step.initial_train_state(self.config, self.model, self.tx, self.sampler, replicated)
+    state = train_step.initial_train_state(self.config, self.model, self.tx, self.sampler,
+                                           replicated)
     weights = pretrained.weights_dir(self.config)
     if weights is not None:  # ImageNet weights for the backbone
       variables = pretrained.apply_backbone(
@@ -120,7 +121,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config, spec.num_classes, train=True, axis_name=mesh_lib.AXIS)
   tx = train_step.create_optimizer(config)
-  step = train_step.make_train_step(config, model, tx, train_step.make_loss_fn(config, class_weights), sampler, mesh)
+  step = train_step.make_train_step(config, model, tx,
+                                    train_step.make_loss_fn(config, class_weights), sampler, mesh)
   return Experiment(config, spec, train_source, eval_source, index, sampler, mesh, model, tx,
                     step)
 
@@ -229,7 +231,8 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
         w.close()
 
 
-def _final_record(evaluator, state: train_step.TrainState, workdir: str, writer, class_writer) -> dict:
+def _final_record(evaluator, state: train_step.TrainState, workdir: str, writer,
+                  class_writer) -> dict:
   """The evaluation of a finished run's state: its record if written, else a new one."""
   step = int(state.step)
   path = rundir.eval_path(workdir, step)
@@ -239,16 +242,16 @@ def _final_record(evaluator, state: train_step.TrainState, workdir: str, writer,
   return evaluator.write(train_step.model_variables(state), step, workdir, writer, class_writer)
 
 
-def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoints, evaluator, writer,
-                class_writer, workdir: str) -> dict:
+def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoints, evaluator,
+                writer, class_writer, workdir: str) -> dict:
   """The steps from the state's to config.train.num_steps, with logging, checkpoints (saved
   before each evaluation, so a failing evaluation loses nothing) and evaluations."""
-  config, class_names = experiment.config, experiment.spec.class_names
+  config = experiment.config
   start_step, num_steps = int(state.step), config.train.num_steps
-  # Logs "N steps/s, P% (step/total), ETA"; steps/s and uptime go to TensorBoard only.
+  # Writes steps/s and uptime to TensorBoard (its console notes are dropped: `rate` says it).
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
-  learning_rate = train_step.create_learning_rate_fn(config)
+  rate = progress.Rate(start_step, num_steps)
   devices, processes = jax.device_count(), jax.process_count()
   logging.info('Training %s from step %d to %d on %d device%s (%d process%s); backbone %s.',
                config.name, start_step, num_steps, devices, 's' * (devices > 1), processes,
@@ -257,7 +260,7 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
   # On a terminal: a bar with the rate and ETA, the log lines above it (else clu's lines).
   bar = tqdm.tqdm(total=num_steps, initial=start_step, unit='step',
                   desc=f'training {config.name}', disable=not progress.watched(),
-                  dynamic_ncols=True, mininterval=1.0)
+                  mininterval=1.0, **progress.bar_width())
 
   def check_finite():
     """config.train.nonfinite='stop': stop at the first non-finite step since the last check
@@ -278,25 +281,18 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
       unchecked.append((done, metrics['finite']))
       report_progress(done)
       bar.update(1)
+      if done == start_step + 1:  # the rate leaves out the first step (its compilation)
+        rate.restart(done)
       if done % config.train.log_every == 0 or done == num_steps:
         check_finite()
-        summary = {f'train/{k}': float(np.mean(v)) for k, v in
-                   jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()
-                   if k not in ('finite', 'nonfinite_steps')}
-        summary['train/nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
+        loss = _log_metrics(experiment, state, done, window, class_writer, rate)
         window = []
-        summary['train/learning_rate'] = float(learning_rate(done - 1))
-        summary['train/skipped_records'] = experiment.skipped_records()
-        writer.write_scalars(done, summary)
-        bar.set_postfix(loss=f'{summary["train/loss"]:.4g}', refresh=False)
-        sampler_scalars = experiment.sampler.scalars(jax.device_get(state.sampler),
-                                                     class_names)
-        if sampler_scalars:
-          class_writer.write_scalars(done, sampler_scalars)
+        bar.set_postfix(loss=f'{loss:.4g}', refresh=False)
       stopping = stop.requested(done)
       if done % config.train.checkpoint_every == 0 or done == num_steps or stopping:
         check_finite()
-        checkpoints_lib.save(checkpoints, done, state)
+        with rate.paused():
+          checkpoints_lib.save(checkpoints, done, state)
       if stopping:
         checkpoints_lib.saving(checkpoints, done, checkpoints.wait_until_finished)
         writer.flush()
@@ -305,5 +301,28 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
         raise Interrupted(stop.signum, done, workdir)
       if done % config.train.eval_every == 0 or done == num_steps:
         check_finite()
-        record = evaluator.write(train_step.model_variables(state), done, workdir, writer, class_writer)
+        with rate.paused():
+          record = evaluator.write(train_step.model_variables(state), done, workdir, writer,
+                                   class_writer)
   return record
+
+
+def _log_metrics(experiment: Experiment, state: train_step.TrainState, done: int,
+                 window: list[dict], class_writer, rate: progress.Rate) -> float:
+  """The metrics of the steps since the last log (`window`) and the sampler's scalars to
+  TensorBoard, one compact line with the progress to the log; returns the mean loss."""
+  config = experiment.config
+  summary = {f'train/{k}': float(np.mean(v)) for k, v in
+             jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()
+             if k not in ('finite', 'nonfinite_steps')}
+  summary['train/nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
+  summary['train/learning_rate'] = float(train_step.create_learning_rate_fn(config)(done - 1))
+  summary['train/skipped_records'] = experiment.skipped_records()
+  class_writer.write_scalars(done, summary)
+  logging.info('%s | %s', progress.metrics_line(done, summary, config.loss.name),
+               rate.report(done))
+  sampler_scalars = experiment.sampler.scalars(jax.device_get(state.sampler),
+                                               experiment.spec.class_names)
+  if sampler_scalars:
+    class_writer.write_scalars(done, sampler_scalars)
+  return summary['train/loss']

@@ -77,3 +77,29 @@ def test_console_filter_drops_library_notices_and_keeps_other_warnings():
   assert not quiet.filter(record(std_logging.INFO, 'Saving checkpoint'))  # orbax INFO chatter
   assert quiet.filter(record(std_logging.WARNING, 'Checkpoint is corrupt'))
   assert quiet.filter(record(std_logging.INFO, 'Evaluation at step 4', '/tce_jax/evaluator.py'))
+
+
+def test_metrics_line_shows_what_changes():
+  summary = {'train/loss': 0.83571, 'train/mcce': 0.83571, 'train/pixel_accuracy': 70.9071,
+             'train/grad_norm': 1.0642, 'train/learning_rate': 0.00464961,
+             'train/nonfinite_steps': 0, 'train/skipped_records': 0}
+  assert progress.metrics_line(350, summary, 'mcce') == (
+      'step 350: loss 0.8357, pixel accuracy 70.9%, grad norm 1.06, learning rate 0.00465')
+  line = progress.metrics_line(350, {**summary, 'train/mcce': 0.9, 'train/nonfinite_steps': 2,
+                                     'train/skipped_records': 1}, 'focal')
+  assert 'mcce 0.9,' in line and line.endswith('non-finite steps 2, skipped records 1')
+
+
+def test_rate_leaves_out_pauses_and_gives_the_eta(monkeypatch):
+  clock = [100.0]
+  monkeypatch.setattr(progress.time, 'perf_counter', lambda: clock[0])
+  rate = progress.Rate(0, 1000)
+  clock[0] += 5.0  # the first step: compilation
+  rate.restart(1)
+  clock[0] += 10.0  # 99 steps in 10 s of training ...
+  with rate.paused():
+    clock[0] += 30.0  # ... and an evaluation of 30 s
+  assert rate.report(100) == '9.90 steps/s, 10% (100/1000), ETA 2 min'
+  clock[0] += 100.0
+  assert rate.report(1000) == '9.00 steps/s, 100% (1000/1000), ETA 0 s'
+  assert progress.duration(7500) == '2 h 05 min'

@@ -125,8 +125,8 @@ def make_ade20k_archive(folder: str, *, training_sizes: Sequence[tuple[int, int]
                         validation_sizes: Sequence[tuple[int, int]] | None = None,
                         pattern: str = 'regions', bad_label: bool = False,
                         mismatch: bool = False, seed: int = 1) -> str:
-  """The ADE20k archive (ade20k.ARCHIVE) in `folder`, images of the given (height, width) sizes (default:
-  3 training and 2 validation images alternating 96 x 128 and 120 x 90); `pattern` as in
+  """The ADE20k archive (ade20k.ARCHIVE) in `folder`, images of the given (height, width) sizes
+  (default: 3 training and 2 validation images alternating 96 x 128 and 120 x 90); `pattern` as in
   `ade20k_label`. `bad_label` puts id 200 into the second training label, `mismatch` makes the
   first validation label 2 rows shorter than its image. Returns the archive's path."""
   rng = np.random.default_rng(seed)

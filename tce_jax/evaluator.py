@@ -38,6 +38,7 @@ from tce_jax import mesh as mesh_lib
 from tce_jax import models
 from tce_jax import records
 from tce_jax import rundir
+from tce_jax import tensorboard_layout
 from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import classes
 from tce_jax.data import datasets
@@ -100,15 +101,22 @@ def local_rows(array: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+def preview_layout(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   max_width: int = 1536) -> tuple[int, int]:
+  """(subsampling step, panel width) of `preview_grid`: three panels of the widest image fit
+  in `max_width` pixels."""
+  width = max(e[0].shape[1] for e in examples)
+  step = max(1, math.ceil(3 * width / max_width))
+  return step, -(-width // step)
+
+
 def preview_grid(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                  palette: np.ndarray, *, max_width: int = 1536) -> np.ndarray:
   """One RGB uint8 image of rows `image | ground truth | prediction` (label maps in the
   dataset's colours, ignored pixels black, a white gap between panels), subsampled to at most
   `max_width` pixels wide: what TensorBoard shows at each evaluation."""
-  width = max(e[0].shape[1] for e in examples)
-  step = max(1, math.ceil(3 * width / max_width))
+  step, panel_width = preview_layout(examples, max_width)
   gap = 4
-  panel_width = -(-width // step)  # the widest image after subsampling
   rows = []
   for image, label, prediction in examples:
     panels = [image, classes.colorize(label, palette), classes.colorize(prediction, palette)]
@@ -378,9 +386,14 @@ class Evaluator:
                                    for k in ('gini', 'cvar') if k in record['fairness_extra']}})
     class_writer.write_scalars(step, {f'{prefix}/iou/{class_tag(name)}': v for name, v in
                                       record['per_class_iou'].items() if v is not None})
+    images = {f'{prefix}/per_class_iou': tensorboard_layout.per_class_chart(record)[None]}
     if result.preview:
-      class_writer.write_images(step, {f'{prefix}/predictions': preview_grid(
-          result.preview, self.palette)[None]})
+      shown = np.concatenate([np.concatenate([l.ravel(), p.ravel()])
+                              for _, l, p in result.preview])
+      images[f'{prefix}/predictions'] = tensorboard_layout.titled_preview(
+          preview_grid(result.preview, self.palette), preview_layout(result.preview)[1],
+          shown, list(self.class_names), self.palette)[None]
+    class_writer.write_images(step, images)
     if jax.process_index() == 0:
       path = rundir.eval_path(workdir, step, suffix)
       os.makedirs(os.path.dirname(path), exist_ok=True)

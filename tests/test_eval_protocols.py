@@ -363,3 +363,26 @@ def test_prediction_does_not_depend_on_batch_mates(ade_evaluation):
   assert sorted(a) == sorted(b) == list(range(len(evaluator.source)))
   for i in a:
     np.testing.assert_allclose(a[i], b[i], atol=1e-5, rtol=1e-5)
+
+
+def test_titled_preview_names_the_columns_and_the_classes_shown():
+  from tce_jax import tensorboard_layout  # pylint: disable=g-import-not-at-top
+  from tce_jax.data import classes  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (20, 30, 3), np.uint8)
+  label = np.full((20, 30), 255, np.uint8)
+  label[:10] = 0
+  prediction = np.zeros((20, 30), np.uint8)
+  prediction[5:, :5] = 11  # rider
+  preview = [(image, label, prediction)]
+  grid = evaluator_lib.preview_grid(preview, classes.CITYSCAPES_PALETTE)
+  titled = tensorboard_layout.titled_preview(
+      grid, evaluator_lib.preview_layout(preview)[1], np.concatenate([label, prediction]),
+      list(classes.CITYSCAPES_CLASSES), classes.CITYSCAPES_PALETTE)
+  np.testing.assert_array_equal(titled[16:16 + grid.shape[0]], grid)  # under the header
+  assert titled.shape[0] > 16 + grid.shape[0] and titled.shape[1] == grid.shape[1]
+  legend = titled[16 + grid.shape[0]:]
+  for c in (0, 11):  # road's and rider's swatches; the ignore label has none
+    assert np.all(legend == classes.CITYSCAPES_PALETTE[c], axis=-1).any(), c
+  assert not np.all(legend == classes.CITYSCAPES_PALETTE[1], axis=-1).any()  # sidewalk absent
+  assert (titled[:16] < 128).any()  # the header's text

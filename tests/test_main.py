@@ -45,7 +45,7 @@ def test_main_trains_tce_end_to_end(tmp_path):
   assert {'train/loss', 'eval/miou', 'sampling/probability/train', 'eval/iou/road',
           'sampling/draw_count/rider'} <= tags, sorted(tags)[:20]
   assert {'eval/fairness/gini', 'eval/fairness/cvar', 'eval/fairness/worst',
-          'eval/cross_entropy', 'eval/predictions'} <= tags
+          'eval/cross_entropy', 'eval/predictions', 'eval/per_class_iou'} <= tags
   preview = events.Tensors('eval/predictions')[-1].tensor_proto.string_val  # width, height, PNG
   h, w = tiny.OVERRIDES['dataset.synthetic.height'], tiny.OVERRIDES['dataset.synthetic.width']
   assert (int(preview[1]), int(preview[0])) == (3 * h + 2 * 4, 3 * w + 2 * 4)  # 3 x 3 panels

@@ -43,19 +43,24 @@ def profile_table(figures: dict, classes: list[str], iou: np.ndarray, label: str
   for c in np.argsort(np.where(np.isnan(mean), np.inf, mean)):
     lines.append(f'| {classes[c]} | {mean[c]:.1f} | ' +
                  ' | '.join(f'{v:.1f}' for v in iou[:, c]) + ' |')
-  lines += ['', '| figure | value | target | paper (Table 1, MCCE) | in range |',
-            '|---|---|---|---|---|']
+  with_paper = paper_miou is not None or any(t[3] is not None for t in targets.values())
+  lines += ['', '| figure | value | target | ' + ('paper (Table 1, MCCE) | ' if with_paper
+                                                   else '') + 'in range |',
+            '|---|---|---|---|' + ('---|' if with_paper else '')]
   for key, (what, low, high, paper) in targets.items():
     value = figures[key]
     target = (f'{low:g} - {high:g}' if low is not None and high is not None else
               f'>= {low:g}' if low is not None else f'<= {high:g}')
     ok = np.isfinite(value) and (low is None or value >= low) and (high is None or
                                                                    value <= high)
-    lines.append(f'| {what} | {value:.1f} | {target} | '
-                 f'{"" if paper is None else paper} | {"yes" if ok else "**no**"} |')
-  lines.append(f'| lowest class IoU in any seed | {figures["min_any_seed"]:.1f} | > 0 | | '
+    paper_cell = (f'{"" if paper is None else paper} | ' if with_paper else '')
+    lines.append(f'| {what} | {value:.1f} | {target} | {paper_cell}'
+                 f'{"yes" if ok else "**no**"} |')
+  empty = '| ' if with_paper else ''
+  lines.append(f'| lowest class IoU in any seed | {figures["min_any_seed"]:.1f} | > 0 | {empty}'
                f'{"yes" if figures["min_any_seed"] > 0 else "**no**"} |')
-  lines.append(f'| mIoU | {figures["miou"]:.1f} | | {"" if paper_miou is None else paper_miou} | |')
+  paper_cell = f'{"" if paper_miou is None else paper_miou} | ' if with_paper else ''
+  lines.append(f'| mIoU | {figures["miou"]:.1f} | | {paper_cell}|')
   return '\n'.join(lines)
 
 

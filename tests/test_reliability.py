@@ -67,7 +67,7 @@ def nan_at_step_2(monkeypatch):
     return lambda logits, labels, step, axis_name: jnp.where(
         step == 2, jnp.nan, loss_fn(logits, labels, step, axis_name))
 
-  monkeypatch.setattr(train, 'make_loss_fn', make_loss_fn)
+  monkeypatch.setattr(train_step, 'make_loss_fn', make_loss_fn)
 
 
 def test_nonfinite_stop_keeps_only_finite_checkpoints(make_tiny_config, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tce_jax import fairness
 from tce_jax.analysis import registry
 from tce_jax.analysis import style as style_lib
 from tce_jax.analysis.style import PALETTE, STAT_NAMES, STAT_PANELS
@@ -27,8 +28,9 @@ def plot_bars(report: dict, out: str):
   style_lib.grouped_bars(ax, classes, series, 'IoU (%)')
   spread = ('one run per label: no error bars' if all(
       len(e['runs']) < 2 for e in report['labels'].values()) else 'mean ± std over runs')
+  zero = any(np.any(np.asarray(mean) == 0) for mean, _ in series.values())
   ax.set_title(f"Per-class IoU ({spread}), classes sorted by the reference "
-               f"({report['reference']}), worst first; a dash marks 0")
+               f"({report['reference']}), worst first" + ('; a dash marks 0' if zero else ''))
   fig.tight_layout()
   style_lib.save(fig, out, 'per_class_iou')
   plt.close(fig)
@@ -45,8 +47,10 @@ def plot_bars(report: dict, out: str):
                   legend=i == 0 and not many)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.12)
-  fig.suptitle(f"Fairness statistics against the reference ({report['reference']}); "
-               f"k and quantiles at the fraction {report['fraction']}", fontsize=11)
+  k = fairness.num_sorted(len(report['class_order']), report['fraction'])
+  fig.suptitle(f"Fairness statistics against the reference ({report['reference']}); k = {k} "
+               f"of {len(report['class_order'])} classes and the quantiles at the fraction "
+               f"{report['fraction']}", fontsize=11)
   fig.tight_layout()
   if many:  # one legend for the three panels, at the right of the figure
     columns = -(-len(report['labels']) // 12)

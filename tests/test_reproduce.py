@@ -45,7 +45,7 @@ def test_dry_run_trains_evaluates_and_reports_every_paper_config(tmp_path):
     with open(out / 'runs' / dataset / 'tce_t0.1_s0' / 'config.json') as f:
       assert json.load(f)['tce']['t'] == 0.1
     report = (out / 'runs' / dataset / 'report' / 'report.md').read_text()
-    assert all(f'- {label}: 1 run(s), step [2], backbone pretrained (' in report
+    assert all(f'- {label}: 1 run, step 2, backbone pretrained (' in report
                for label in LABELS), report[:2000]
     assert 'Warning' not in report
     fraction = 0.25 if dataset == 'cityscapes' else 0.15

@@ -30,6 +30,17 @@ def matmul_peak(n: int, reps: int = 10, dtype=jnp.float32) -> dict[str, float]:
           'flops_per_s': 2 * n ** 3 / float(np.median(times))}
 
 
+def compile_with_flops(jitted, *args, num_devices: int) -> tuple[object, float, float]:
+  """(executable, compile seconds, XLA FLOPs of the global step): the SPMD program's cost is
+  one device's share, times `num_devices`."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return compiled, seconds, float(cost['flops']) * num_devices
+
+
 def time_fixed_batch(step, state, batch, num_steps: int, warmup: int):
   """Seconds per step on one batch already on the device; returns (times, last state)."""
   times = []

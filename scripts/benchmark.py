@@ -34,8 +34,8 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 import numpy as np
 
-from bench_common import (Peer, device_peak_bytes, host_peak_bytes, matmul_peak,
-                          time_fixed_batch)
+from bench_common import (Peer, compile_with_flops, device_peak_bytes, host_peak_bytes,
+                          matmul_peak, time_fixed_batch)
 import benchmark_sampling  # a sibling script (scripts/ is on the path when run as a script)
 from tce_jax import evaluator as evaluator_lib
 from tce_jax import records
@@ -64,13 +64,8 @@ flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: the config\'s).')
 
 def compile_step(experiment: train.Experiment, state, batch):
   """(compiled train step, compile seconds, XLA FLOPs of the whole step over all devices)."""
-  start = time.perf_counter()
-  compiled = experiment.train_step.lower(state, batch).compile()
-  seconds = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  # The SPMD program is one device's share of the step.
-  return compiled, seconds, float(cost['flops']) * experiment.mesh.size
+  return compile_with_flops(experiment.train_step, state, batch,
+                            num_devices=experiment.mesh.size)
 
 
 def time_input(experiment: train.Experiment, num_batches: int) -> dict[str, float]:

@@ -42,7 +42,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 
-from bench_common import Peer, device_peak_bytes, matmul_peak, time_fixed_batch
+from bench_common import (Peer, compile_with_flops, device_peak_bytes, matmul_peak,
+                          time_fixed_batch)
 from tce_jax import inference
 from tce_jax import mesh as mesh_lib
 from tce_jax import models
@@ -113,12 +114,7 @@ class Setting:
 
   def compile(self, batch) -> tuple[object, float, float]:
     """(executable, compile seconds, XLA FLOPs of the global step)."""
-    start = time.perf_counter()
-    compiled = self.step.lower(self.state, batch).compile()
-    seconds = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return compiled, seconds, float(cost['flops']) * self.mesh.size  # one device's share
+    return compile_with_flops(self.step, self.state, batch, num_devices=self.mesh.size)
 
 
 def time_host_fed(setting: Setting, compiled, batches: list[dict], steps: int) -> np.ndarray:

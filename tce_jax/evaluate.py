@@ -122,8 +122,8 @@ def record_path(workdir: str, record: dict, run_config: ml_collections.ConfigDic
   """Where `Evaluator.write` put `record`: eval/<step>[_<split>][_<tag>].json."""
   split = record['split']
   tag = evaluator_lib.protocol_tag(record['protocol'], evaluator_lib.protocol(run_config, split))
-  other = split if split != run_config.dataset.eval_split else None
-  return rundir.eval_path(workdir, record['step'], rundir.eval_suffix(other, tag))
+  return rundir.eval_path(workdir, record['step'],
+                          rundir.record_suffix(split, run_config.dataset.eval_split, tag))
 
 
 def summary(workdir: str, record: dict) -> str:

@@ -373,8 +373,7 @@ class Evaluator:
                                   cross_entropy=result.cross_entropy)
     record['split'] = self.source.split
     record['protocol'] = protocol(self.config, self.source.split)
-    other_split = self.source.split != self.config.dataset.eval_split
-    suffix = rundir.eval_suffix(self.source.split if other_split else None, tag)
+    suffix = rundir.record_suffix(self.source.split, self.config.dataset.eval_split, tag)
     prefix = f'eval{suffix}'
     del writer  # the log gets the line below; the scalars go to TensorBoard only
     class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],

@@ -72,6 +72,12 @@ def eval_suffix(split: str | None = None, tag: str = '') -> str:
   return (f'_{split}' if split else '') + (f'_{tag}' if tag else '')
 
 
+def record_suffix(split: str, run_split: str, tag: str = '') -> str:
+  """The suffix of an evaluation on `split` under protocol `tag` of a run scored on
+  `run_split`: the split is named only when it is not the run's own."""
+  return eval_suffix(split if split != run_split else None, tag)
+
+
 def eval_path(run: str, step: int, suffix: str = '', ext: str = 'json') -> str:
   """RUN/eval/<step><suffix>.<ext> (`eval_suffix` makes the suffix)."""
   return os.path.join(run, EVAL, f'{step}{suffix}.{ext}')

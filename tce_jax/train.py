@@ -252,6 +252,7 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=class_writer, every_steps=config.train.log_every)
   rate = progress.Rate(start_step, num_steps)
+  learning_rate = train_step.create_learning_rate_fn(config)
   devices, processes = jax.device_count(), jax.process_count()
   logging.info('Training %s from step %d to %d on %d device%s (%d process%s); backbone %s.',
                config.name, start_step, num_steps, devices, 's' * (devices > 1), processes,
@@ -285,7 +286,8 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
         rate.restart(done)
       if done % config.train.log_every == 0 or done == num_steps:
         check_finite()
-        loss = _log_metrics(experiment, state, done, window, class_writer, rate)
+        loss = _log_metrics(experiment, state, done, window, class_writer, rate,
+                            float(learning_rate(done - 1)))
         window = []
         bar.set_postfix(loss=f'{loss:.4g}', refresh=False)
       stopping = stop.requested(done)
@@ -308,15 +310,17 @@ def _train_loop(experiment: Experiment, state: train_step.TrainState, checkpoint
 
 
 def _log_metrics(experiment: Experiment, state: train_step.TrainState, done: int,
-                 window: list[dict], class_writer, rate: progress.Rate) -> float:
+                 window: list[dict], class_writer, rate: progress.Rate,
+                 learning_rate: float) -> float:
   """The metrics of the steps since the last log (`window`) and the sampler's scalars to
-  TensorBoard, one compact line with the progress to the log; returns the mean loss."""
+  TensorBoard, one compact line with the progress to the log (`learning_rate`: the step's);
+  returns the mean loss."""
   config = experiment.config
   summary = {f'train/{k}': float(np.mean(v)) for k, v in
              jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()
              if k not in ('finite', 'nonfinite_steps')}
   summary['train/nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
-  summary['train/learning_rate'] = float(train_step.create_learning_rate_fn(config)(done - 1))
+  summary['train/learning_rate'] = learning_rate
   summary['train/skipped_records'] = experiment.skipped_records()
   class_writer.write_scalars(done, summary)
   logging.info('%s | %s', progress.metrics_line(done, summary, config.loss.name),

@@ -33,6 +33,16 @@ def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def scale_method_sizes(config: ml_collections.ConfigDict) -> None:
+  """The size-dependent method parameters of a study's config at the profile's 32 x 64 images
+  and 32 x 32 crops, the same fractions as at full size: rare class sampling's D_c threshold
+  (when set), the class-aware crops' pixels of the class, OHEM's pixels kept."""
+  if config.sampling.min_pixels:
+    config.sampling.min_pixels = 11
+  config.sampling.class_crop.min_pixels = 6
+  config.loss.ohem_min_kept = 195
+
+
 def command_line_flags(**replace: Any) -> list[str]:
   """The profile as `--config.section.field=value` flags of `python -m tce_jax.main`.
 

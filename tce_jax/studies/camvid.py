@@ -8,6 +8,7 @@ CE with sqrt-inverse-frequency weights. Every setting is its config file's; the 
 only the t of two runs of configs/camvid_tce.py.
 """
 
+from tce_jax.configs import tiny
 from tce_jax.studies.spec import Method, Study
 
 
@@ -17,10 +18,7 @@ def _quick(config) -> None:
   config.dataset.name = 'synthetic'
   config.dataset.eval_split = 'validation'
   config.model.pretrained = 'none'
-  if config.sampling.min_pixels:
-    config.sampling.min_pixels = 11
-  config.sampling.class_crop.min_pixels = 6
-  config.loss.ohem_min_kept = 195
+  tiny.scale_method_sizes(config)
 
 
 STUDY = Study(

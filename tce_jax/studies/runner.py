@@ -206,8 +206,7 @@ def _run_one(plan: _Plan, method: str, seed: int, out: str, records: str | None,
   finished and not trained here)."""
   study, steps = plan.study, plan.steps
   config = plan.config(method, seed)
-  workdir = os.path.join(out, f'{method}_s{seed}')
-  record = records and os.path.join(records, f'{method}_s{seed}')
+  workdir, record = _folders(method, seed, out, records)
   recorded = bool(record) and finished(record, steps)
   if recorded:
     check_record(record, config)
@@ -230,12 +229,18 @@ def _run_one(plan: _Plan, method: str, seed: int, out: str, records: str | None,
   return record if recorded else workdir
 
 
+def _folders(method: str, seed: int, out: str, records: str | None) -> tuple[str, str | None]:
+  """A run's workdir OUT/<method>_s<seed>, and its record folder (None without records)."""
+  name = f'{method}_s{seed}'
+  return os.path.join(out, name), records and os.path.join(records, name)
+
+
 def _to_train(plan: _Plan, method: str, seed: int, out: str, records: str | None) -> bool:
   """Whether the run is neither recorded nor finished in OUT."""
-  record = records and os.path.join(records, f'{method}_s{seed}')
+  workdir, record = _folders(method, seed, out, records)
   if record and finished(record, plan.steps):
     return False
-  return not finished(os.path.join(out, f'{method}_s{seed}'), plan.steps)
+  return not finished(workdir, plan.steps)
 
 
 def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -> None:
@@ -272,12 +277,12 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
       if not _to_train(plan, method, seed, out, records):  # finished meanwhile, elsewhere
         continue
       share = next(i for i in range(jobs) if i not in {r[3] for r in running.values()})
-      name = f'{method}_s{seed}'
-      log = os.path.join(out, f'{name}.log')
+      workdir, _ = _folders(method, seed, out, records)
+      name, log = os.path.basename(workdir), workdir + '.log'
       os.makedirs(out, exist_ok=True)
       process = context.Process(target=_train_pinned, name=name, args=(
-          plan.config(method, seed), os.path.join(out, name), shares[share],
-          os.path.join(out, 'xla_cache'), log))
+          plan.config(method, seed), workdir, shares[share], os.path.join(out, 'xla_cache'),
+          log))
       process.start()
       print(f'{name}: training on cores {sorted(shares[share])}, console output in {log}')
       running[process.sentinel] = (process, method, seed, share)

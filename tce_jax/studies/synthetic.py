@@ -9,6 +9,7 @@ class-aware crops, with TERM's class-size prior; rare class sampling (DAFormer);
 alpha, CE with sqrt-inverse-frequency weights, OHEM and the Recall loss; the t sweep.
 """
 
+from tce_jax.configs import tiny
 from tce_jax.studies.spec import Method, Study, config_fields
 
 # DAFormer's class-aware crops scaled to the synthetic crops, as configs/synthetic_rcs.py sets
@@ -16,14 +17,6 @@ from tce_jax.studies.spec import Method, Study, config_fields
 CLASS_CROP = config_fields('synthetic_rcs', 'sampling.class_crop.retries',
                            'sampling.class_crop.min_pixels')
 TCE_T1 = {'tce.t': 1.0}
-
-
-def _quick(config) -> None:
-  """The tiny profile's 32 x 64 images and 32 x 32 crops: the same fractions."""
-  if config.sampling.min_pixels:
-    config.sampling.min_pixels = 11
-  config.sampling.class_crop.min_pixels = 6
-  config.loss.ohem_min_kept = 195
 
 
 STUDY = Study(
@@ -131,5 +124,5 @@ STUDY = Study(
         'seed_std': ('seed-to-seed std of mIoU', None, 1.0, None),
     },
     paper_miou=75.8,
-    quick=_quick,
+    quick=tiny.scale_method_sizes,
 )

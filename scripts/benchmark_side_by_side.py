@@ -64,7 +64,7 @@ def steady_rate(workdir: str) -> float:
   for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.tag == 'train/loss':
+        if value.tag == 'loss/train':
           times[event.step] = event.wall_time
   steps = sorted(s for s in times if s >= FLAGS.warmup)
   if len(steps) < 2:

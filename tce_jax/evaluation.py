@@ -84,21 +84,33 @@ def headline(record: dict) -> str:
           + ', '.join(f'{name} {ious[name]:.1f}' for name in shown))
 
 
+OWN_FAIRNESS = ('miou', 'percentile_bottom', 'percentile_bottom_miou', 'percentile_top',
+                'percentile_top_miou', 'worst', 'std', 'num_classes')
+
+
+def own_fairness(iou: np.ndarray, fraction: float) -> dict[str, float]:
+  """The fairness statistics of one model without a reference (`OWN_FAIRNESS`)."""
+  stats = fairness.fairness_stats(iou, fraction=fraction)
+  return {k: stats[k] for k in OWN_FAIRNESS}
+
+
 def summarize(confusion: np.ndarray, class_names: Sequence[str], step: int, *,
               fairness_fraction: float = 0.25, cross_entropy: float | None = None) -> dict:
   """The evaluation record written to WORKDIR/eval/<step>.json (IoU in percent), with the
   validation loss `cross_entropy` (mean over the labelled pixels) when given.
 
   Classes absent from both labels and predictions have IoU null and are left out of mIoU
-  and of the fairness statistics (the model is its own reference here; reports compare
-  models against a reference run).
+  and of the fairness statistics. These are the statistics of the model alone
+  (`OWN_FAIRNESS`): the sorted bottom / top need a reference model's class order, and only
+  reports, which have a reference run, give them (a model as its own reference would give a
+  second meaning to one name).
   """
   confusion = np.asarray(confusion, np.int64)
   iou = iou_from_confusion(confusion)
   total = confusion.sum()
   has_iou = np.isfinite(iou).any()
   return {
-      'fairness': fairness.fairness_stats(iou, fraction=fairness_fraction) if has_iou else {},
+      'fairness': own_fairness(iou, fairness_fraction) if has_iou else {},
       'fairness_extra': (fairness.extra_fairness_stats(iou, confusion,
                                                        class_names=list(class_names))
                          if has_iou else {}),

@@ -43,7 +43,6 @@ from tce_jax.data import class_index as class_index_lib
 from tce_jax.data import classes
 from tce_jax.data import datasets
 from tce_jax.data import pipeline
-from tce_jax.data.classes import class_tag
 
 AXIS = mesh_lib.AXIS  # the mesh axis the batch is split over (as in training)
 Variables = inference.Variables
@@ -376,15 +375,7 @@ class Evaluator:
     suffix = rundir.record_suffix(self.source.split, self.config.dataset.eval_split, tag)
     prefix = f'eval{suffix}'
     del writer  # the log gets the line below; the scalars go to TensorBoard only
-    class_writer.write_scalars(step, {f'{prefix}/miou': record['miou'],
-                                f'{prefix}/pixel_accuracy': record['pixel_accuracy'],
-                                f'{prefix}/cross_entropy': record['cross_entropy'],
-                                **{f'{prefix}/fairness/{k}': v for k, v in
-                                   record['fairness'].items() if k != 'num_classes'},
-                                **{f'{prefix}/fairness/{k}': record['fairness_extra'][k]
-                                   for k in ('gini', 'cvar') if k in record['fairness_extra']}})
-    class_writer.write_scalars(step, {f'{prefix}/iou/{class_tag(name)}': v for name, v in
-                                      record['per_class_iou'].items() if v is not None})
+    class_writer.write_scalars(step, tensorboard_layout.eval_scalars(record, suffix))
     images = {f'{prefix}/per_class_iou': tensorboard_layout.per_class_chart(record)[None]}
     if result.preview:
       shown = np.concatenate([np.concatenate([l.ravel(), p.ravel()])

@@ -125,14 +125,14 @@ class Rate:
 def metrics_line(step: int, summary: dict[str, float], loss_name: str) -> str:
   """The console line of the training metrics: what changes, not every field (all of them
   go to TensorBoard): the MCCE only where the loss is another, counters only when not 0."""
-  parts = [f"loss {summary['train/loss']:.4g}"]
+  parts = [f"loss {summary['loss']:.4g}"]
   if loss_name != 'mcce':
-    parts.append(f"mcce {summary['train/mcce']:.4g}")
-  parts += [f"pixel accuracy {summary['train/pixel_accuracy']:.1f}%",
-            f"grad norm {summary['train/grad_norm']:.3g}",
-            f"learning rate {summary['train/learning_rate']:.3g}"]
-  for key, name in (('train/nonfinite_steps', 'non-finite steps'),
-                    ('train/skipped_records', 'skipped records')):
+    parts.append(f"mcce {summary['mcce']:.4g}")
+  parts += [f"pixel accuracy {summary['pixel_accuracy']:.1f}%",
+            f"grad norm {summary['grad_norm']:.3g}",
+            f"learning rate {summary['learning_rate']:.3g}"]
+  for key, name in (('nonfinite_steps', 'non-finite steps'),
+                    ('skipped_records', 'skipped records')):
     if summary.get(key):
       parts.append(f'{name} {summary[key]}')
   return f'step {step}: ' + ', '.join(parts)

@@ -1,13 +1,54 @@
-"""What TensorBoard shows of a run beyond its scalars: the Custom Scalars page (every class's
-IoU on one chart, every class's sampling probability, tilted loss and draws on one chart each,
-the fairness statistics on one chart), and at each evaluation a per-class IoU bar chart on
-the Images page, sorted, where forty scalar lines in a few colours cannot be told apart."""
+"""What TensorBoard shows of a run: the names of its scalars, the Custom Scalars page (every
+class's IoU on one chart, every class's sampling probability, tilted loss and draws on one
+chart each, the fairness statistics on one chart), and at each evaluation a per-class IoU bar
+chart on the Images page, sorted, where forty scalar lines in a few colours cannot be told
+apart.
+
+Tag names decide what a newcomer sees first: TensorBoard's Time Series page sorts the tags,
+groups them by their first path segment and opens the first two groups. So the two groups
+that sort first hold what matters: `eval/` (mIoU, the run's own bottom quantile and worst
+class, pixel accuracy and the other fairness statistics, the per-class bar chart and the
+prediction previews) and `loss/` (the training loss, the training MCCE, the validation
+cross-entropy); the long per-class series (`per_class_iou/`, `sampling/`) and the training
+diagnostics (`train/`) follow, closed. Each name has one meaning, that of the same key in the
+run's evaluation record (eval/<step>.json); statistics against a reference model
+(`sorted_bottom`, `sorted_top`) exist only in reports, where there is a reference.
+"""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+
+from tce_jax.data.classes import class_tag
+
+# Training metrics shown in the `loss/` group (the rest go to `train/<name>`).
+TRAIN_LOSS_TAGS = {'loss': 'loss/train', 'mcce': 'loss/train_mcce'}
+
+
+def train_scalars(summary: dict[str, float]) -> dict[str, float]:
+  """TensorBoard tags of the training metrics {name: value} (names as in the train step's
+  metrics: loss, mcce, pixel_accuracy, grad_norm, learning_rate, ...)."""
+  return {TRAIN_LOSS_TAGS.get(k, f'train/{k}'): v for k, v in summary.items()}
+
+
+def eval_scalars(record: dict, suffix: str = '') -> dict[str, float]:
+  """TensorBoard tags of an evaluation record (evaluation.summarize) written with file suffix
+  `suffix` (rundir.record_suffix: '' for the run's own split and protocol): its headline and
+  fairness statistics under `eval<suffix>/`, its cross-entropy under `loss/eval<suffix>`, and
+  the IoU of each class under `per_class_iou<suffix>/<class>`."""
+  prefix = f'eval{suffix}'
+  scalars = {f'{prefix}/miou': record['miou'], f'{prefix}/pixel_accuracy': record['pixel_accuracy']}
+  if 'cross_entropy' in record:
+    scalars[f'loss/{prefix}'] = record['cross_entropy']
+  scalars.update({f'{prefix}/{k}': v for k, v in record['fairness'].items()
+                  if k not in ('miou', 'num_classes')})
+  scalars.update({f'{prefix}/{k}': record['fairness_extra'][k] for k in ('gini', 'cvar')
+                  if k in record['fairness_extra']})
+  scalars.update({f'per_class_iou{suffix}/{class_tag(name)}': v
+                  for name, v in record['per_class_iou'].items() if v is not None})
+  return scalars
 
 
 def per_class_chart(record: dict, title: str = '') -> np.ndarray:
@@ -80,13 +121,13 @@ def write(workdir: str) -> None:
 
   layout = layout_pb2.Layout(category=[
       layout_pb2.Category(title='Classes compared', chart=[
-          chart('validation IoU of every class (%)', r'^eval/iou/.*'),
-          chart('validation mIoU and fairness statistics (%)', r'^eval/miou$',
-                r'^eval/fairness/(sorted_|percentile_.*miou|worst|std).*'),
+          chart('validation IoU of every class (%)', r'^per_class_iou/.*'),
+          chart('validation mIoU and fairness statistics (%)',
+                r'^eval/(miou|percentile_.*miou|worst|std)$'),
       ]),
       layout_pb2.Category(title='Losses', chart=[
           chart('training loss (the configured one), training and validation cross-entropy',
-                r'^train/(loss|mcce)$', r'^eval/cross_entropy$'),
+                r'^loss/(train|train_mcce|eval)$'),
       ]),
       layout_pb2.Category(title='Sampling (class-conditional samplers)', chart=[
           chart('sampling probability of every class', r'^sampling/probability/.*'),

@@ -316,17 +316,17 @@ def _log_metrics(experiment: Experiment, state: train_step.TrainState, done: int
   TensorBoard, one compact line with the progress to the log (`learning_rate`: the step's);
   returns the mean loss."""
   config = experiment.config
-  summary = {f'train/{k}': float(np.mean(v)) for k, v in
+  summary = {k: float(np.mean(v)) for k, v in
              jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(window)).items()
              if k not in ('finite', 'nonfinite_steps')}
-  summary['train/nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
-  summary['train/learning_rate'] = learning_rate
-  summary['train/skipped_records'] = experiment.skipped_records()
-  class_writer.write_scalars(done, summary)
+  summary['nonfinite_steps'] = int(jax.device_get(window[-1]['nonfinite_steps']))
+  summary['learning_rate'] = learning_rate
+  summary['skipped_records'] = experiment.skipped_records()
+  class_writer.write_scalars(done, tensorboard_layout.train_scalars(summary))
   logging.info('%s | %s', progress.metrics_line(done, summary, config.loss.name),
                rate.report(done))
   sampler_scalars = experiment.sampler.scalars(jax.device_get(state.sampler),
                                                experiment.spec.class_names)
   if sampler_scalars:
     class_writer.write_scalars(done, sampler_scalars)
-  return summary['train/loss']
+  return summary['loss']

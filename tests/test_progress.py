@@ -80,13 +80,13 @@ def test_console_filter_drops_library_notices_and_keeps_other_warnings():
 
 
 def test_metrics_line_shows_what_changes():
-  summary = {'train/loss': 0.83571, 'train/mcce': 0.83571, 'train/pixel_accuracy': 70.9071,
-             'train/grad_norm': 1.0642, 'train/learning_rate': 0.00464961,
-             'train/nonfinite_steps': 0, 'train/skipped_records': 0}
+  summary = {'loss': 0.83571, 'mcce': 0.83571, 'pixel_accuracy': 70.9071,
+             'grad_norm': 1.0642, 'learning_rate': 0.00464961,
+             'nonfinite_steps': 0, 'skipped_records': 0}
   assert progress.metrics_line(350, summary, 'mcce') == (
       'step 350: loss 0.8357, pixel accuracy 70.9%, grad norm 1.06, learning rate 0.00465')
-  line = progress.metrics_line(350, {**summary, 'train/mcce': 0.9, 'train/nonfinite_steps': 2,
-                                     'train/skipped_records': 1}, 'focal')
+  line = progress.metrics_line(350, {**summary, 'mcce': 0.9, 'nonfinite_steps': 2,
+                                     'skipped_records': 1}, 'focal')
   assert 'mcce 0.9,' in line and line.endswith('non-finite steps 2, skipped records 1')
 
 

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tce_jax import evaluate
+from tce_jax import evaluation
 from tce_jax import report
 from tce_jax import train
+from tce_jax.analysis import style
 
 
 @pytest.fixture(scope='module')
@@ -50,8 +52,7 @@ def test_evaluate_command_writes_record_with_fairness(runs):
   assert float(rows[0]['iou']) == pytest.approx(road, abs=1e-4)
   with open(os.path.join(runs['tce'], 'eval', '4_ms0.75-1_flip.json')) as f:
     written = json.load(f)
-  assert set(written['fairness']) >= {'miou', 'sorted_bottom', 'percentile_top_miou', 'worst',
-                                      'std', 'num_classes'}
+  assert set(written['fairness']) == set(evaluation.OWN_FAIRNESS)  # no reference: no sorted_*
   assert written['fairness']['miou'] == pytest.approx(written['miou'])
   assert written['protocol'] == {
       'split': 'validation', 'output_stride': 16, 'eval_size': None, 'resolution': 'resized',
@@ -305,3 +306,34 @@ def test_a_figure_added_through_the_registry_alone(runs, tmp_path):
       report.make_report([runs['mcce_s0']], str(out), figures=['nothing'])
   finally:
     registry.FIGURES.pop('miou_text')
+
+
+@pytest.mark.parametrize('lab1, lab2, expected', [
+    # Sharma, Wu and Dalal (2005), Table 1: pairs 1, 2, 7, 11, 17, 25, 34.
+    ((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+    ((50, -1.3802, -84.2814), (50, 0, -82.7485), 1.0000),
+    ((50, 0, 0), (50, -1, 2), 2.3669),
+    ((50, 2.49, -0.001), (50, -2.49, 0.0009), 7.1792),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ((22.7233, 20.0904, -46.6940), (23.0331, 14.9730, -42.5619), 2.0373),
+    ((90.9257, -0.5406, -0.9208), (88.6381, -0.8985, -0.7239), 1.5381)])
+def test_ciede2000_matches_the_published_pairs(lab1, lab2, expected):
+  assert float(style.ciede2000(lab1, lab2)) == pytest.approx(expected, abs=1e-4)
+  assert float(style.ciede2000(lab2, lab1)) == pytest.approx(expected, abs=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 18), min_size=1, max_size=19, unique=True))
+def test_distinct_palette_separates_the_shown_classes_and_keeps_the_rest(shown):
+  from tce_jax.data import classes  # pylint: disable=g-import-not-at-top
+  palette = np.asarray(classes.CITYSCAPES_PALETTE, np.uint8)
+  out = style.distinct_palette(palette, shown)
+  labs = {c: style.to_lab(out[c]) for c in shown}
+  black = style.to_lab(np.zeros(3))
+  for i, c in enumerate(shown):
+    assert float(style.ciede2000(labs[c], black)) >= style.MIN_COLOR_DIFFERENCE
+    for d in shown[:i]:
+      assert float(style.ciede2000(labs[c], labs[d])) >= style.MIN_COLOR_DIFFERENCE, (c, d)
+  untouched = [c for c in range(len(palette)) if c not in shown]
+  assert (out[untouched] == palette[untouched]).all()
+  assert (out[shown[0]] == palette[shown[0]]).all()  # the most common keeps its colour

@@ -332,7 +332,10 @@ def write_report(plan: _Plan, done: list[tuple[str, int]], sources: list[str],
       qualitative_runs=list(shown_runs.values()),
       qualitative_dataset=plan.config(methods[0], 0).dataset,
       qualitative_title=study.qualitative_title.format(
-          classes=', '.join(study.qualitative_classes), seed=seed))
+          classes=', '.join(study.qualitative_classes), seed=seed),
+      # The confusion figure's differences: the methods the study shows in pictures.
+      figure_options={'confusion': {'labels': [m for m in first
+                                               if m in study.qualitative_methods]}})
   families = {'Methods': [m for m in first if not study.methods[m].sweep],
               't sweep': [m for m in first if study.methods[m].sweep]}
   reference_runs = [w for (m, _), w in zip(done, sources) if m == methods[0]]

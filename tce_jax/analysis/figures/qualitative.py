@@ -15,6 +15,20 @@ from tce_jax.analysis import predictions as predictions_lib
 from tce_jax.analysis import style as style_lib
 
 
+def class_colors(label_maps: Sequence[np.ndarray],
+                 palette) -> tuple[np.ndarray, list[int], list[int]]:
+  """The colours of the figure: the dataset's `palette` with the classes present in
+  `label_maps` told apart (`style.distinct_palette`, the most common class first); returns
+  the palette, the classes present and those recoloured."""
+  num_classes = len(palette)
+  counts = np.bincount(np.concatenate([m.ravel() for m in label_maps]).clip(0, num_classes),
+                       minlength=num_classes + 1)[:num_classes]
+  shown = [int(c) for c in np.argsort(-counts, kind='stable') if counts[c] > 0]
+  colors = style_lib.distinct_palette(palette, shown)
+  recoloured = [c for c in shown if (colors[c] != np.asarray(palette[c])).any()]
+  return colors, shown, recoloured
+
+
 def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
                      labels: Sequence[str] | None = None,
                      indices: Sequence[int] | None = None,
@@ -63,12 +77,14 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
     predictions[label] = stored if stored is not None else evaluate.predict_labels(
         r['config'], r['run'], [e['image'] for e in examples])
   columns = ['image', 'ground truth'] + list(predictions)
+  maps = [e['label'] for e in examples] + [p for ps in predictions.values() for p in ps]
+  palette, shown, recoloured = class_colors(maps, spec.palette)
   fig, axes = plt.subplots(len(examples), len(columns),
                            figsize=(2.6 * len(columns), 1.6 * len(examples) + 0.6),
                            squeeze=False)
   for row, e in enumerate(examples):
-    panels = [e['image'], classes_lib.colorize(e['label'], spec.palette)]
-    panels += [classes_lib.colorize(p[row], spec.palette) for p in predictions.values()]
+    panels = [e['image'], classes_lib.colorize(e['label'], palette)]
+    panels += [classes_lib.colorize(p[row], palette) for p in predictions.values()]
     for col, panel in enumerate(panels):
       axes[row, col].imshow(panel)
       axes[row, col].set_xticks([])
@@ -79,15 +95,17 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
   fig.suptitle(title or 'Validation images where the reference\'s worst classes (' +
                ', '.join(report['class_order'][:3]) + ') appear most', fontsize=10)
   from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
-  shown = sorted(set(np.concatenate([np.unique(e['label']) for e in examples] +
-                                    [np.unique(p) for ps in predictions.values() for p in ps])))
-  handles = [Patch(facecolor=np.asarray(spec.palette[c]) / 255, edgecolor='grey',
-                   label=names[c]) for c in shown if c < len(names)]
+  handles = [Patch(facecolor=palette[c] / 255, edgecolor='grey', label=names[c])
+             for c in sorted(shown)]
   handles.append(Patch(facecolor='black', edgecolor='grey',
                        label='ignored (unlabelled, not scored)'))
+  recoloured = [names[c] for c in recoloured]
   fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8,
-             frameon=False)
-  fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(handles) / 6), 1, 1))
+             frameon=False, title_fontsize=8,
+             title=(f"the dataset's colours, but {', '.join(recoloured)} recoloured (too close "
+                    'to another class shown)') if recoloured else None)
+  fig.tight_layout(rect=(0, 0.04 + 0.035 * (math.ceil(len(handles) / 6) + bool(recoloured)),
+                        1, 1))
   style_lib.save(fig, out, 'qualitative')
   plt.close(fig)
 

@@ -65,8 +65,9 @@ def main(argv):
   initialize_distributed()
   # TensorFlow (imported by CLU's TensorBoard writer) must leave the GPUs to JAX.
   tf.config.experimental.set_visible_devices([], 'GPU')
-  logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  if jax.process_count() > 1:  # one process's own line (the training line gives the totals)
+    logging.info('JAX process: %d / %d; local devices: %s', jax.process_index(),
+                 jax.process_count(), jax.local_devices())
   try:
     record = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
                                       allow_config_changes=FLAGS.allow_config_changes,

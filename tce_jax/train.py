@@ -178,6 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.check_writable(workdir)
   holds_lock = jax.process_index() == 0  # the processes of one run share process 0's lock
   with workdir_lib.lock(workdir) if holds_lock else contextlib.nullcontext():
+    if holds_lock and not restart_from_scratch:  # a refused resume says so at once
+      workdir_lib.check_config(workdir, config, allow_changes=allow_config_changes)
     return _train_and_evaluate(build_experiment(config), workdir, allow_config_changes,
                                restart_from_scratch)
 
@@ -194,8 +196,6 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
     restored = checkpoints_lib.restore_latest(checkpoints, state)
     if restored is not None:
       state = restored
-      logging.info('Resumed from the checkpoint of step %d.', int(state.step))
-      checkpoints_lib.prune(checkpoints, config.train.keep_checkpoints)
     elif lead:  # all checkpoints damaged earlier: the run is kept unless told to start over
       workdir_lib.check_fresh_start(workdir, rundir.damaged_checkpoints(workdir),
                                     restart=restart_from_scratch)
@@ -206,6 +206,9 @@ def _train_and_evaluate(experiment: Experiment, workdir: str, allow_config_chang
       workdir_lib.record_environment(workdir, start_step)
       # Events a rerun writes again: after the checkpoint, or all of a run that kept none.
       workdir_lib.drop_events_after(workdir, start_step if start_step > 0 else -1)
+    if restored is not None:  # said and pruned once the config is accepted
+      logging.info('Resumed from the checkpoint of step %d.', start_step)
+      checkpoints_lib.prune(checkpoints, config.train.keep_checkpoints)
     evaluator = evaluator_lib.Evaluator(config, experiment.eval_source, class_names,
                                         experiment.mesh)
     writer = metric_writers.create_default_writer(workdir, just_logging=not lead)

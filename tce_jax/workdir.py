@@ -214,20 +214,43 @@ def harmful(changes: dict[str, tuple]) -> dict[str, tuple]:
           if not any(k == p or (p.endswith('.') and k.startswith(p)) for p in HARMLESS_PREFIXES)}
 
 
+def check_config(workdir: str, config: ml_collections.ConfigDict, *, step: int | None = None,
+                 allow_changes: bool = False) -> dict[str, tuple]:
+  """The changes of `config` against the run's saved config ({} for a new run). A change of
+  a field that alters the run raises WorkdirError naming each field with its old and new
+  values, unless `allow_changes`; `step` is the step the run resumes at (default: its
+  latest checkpoint's, for the message). Called before the experiment is built, so that a
+  refused resume says so at once, and again by `record_config`."""
+  if not os.path.exists(rundir.config_path(workdir)):
+    return {}
+  changes = config_changes(load_run_config(workdir), config)
+  refused = harmful(changes)
+  if refused and not allow_changes:  # at step 0 too: a run that died before its checkpoint
+    if step is None:
+      folder = rundir.checkpoints_dir(workdir)
+      names = os.listdir(folder) if os.path.isdir(folder) else []
+      step = max((int(n) for n in names if n.isdigit()), default=0)
+    fields = '; '.join(f'config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
+    history = os.path.dirname(rundir.config_history_path(workdir, step))
+    raise WorkdirError(
+        f'{workdir} holds a run made with another config (at step {step}); resuming it with '
+        f'this one would change what it trains ({fields}). Use another --workdir, or pass '
+        f'--allow_config_changes to resume with the new values (recorded in {history}).')
+  return changes
+
+
 def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
                   allow_changes: bool = False) -> None:
-  """Checks `config` against the run's saved one and records it.
+  """Checks `config` against the run's saved one (`check_config`) and records it.
 
   A new run writes config.json and config_history/0.json. A workdir that already holds a
   config (a resume, or a run that died before its first checkpoint and starts again at step
-  0) is compared with it: a change of a field that alters the run raises WorkdirError naming
-  each field with its old and new values, unless `allow_changes`; an accepted change is
-  logged, written to config_history/<step>.json, and becomes config.json (at step 0, where
-  nothing trained was kept, it replaces 0.json; otherwise earlier entries are kept).
+  0) is compared with it; an accepted change is logged, written to
+  config_history/<step>.json, and becomes config.json (at step 0, where nothing trained was
+  kept, it replaces 0.json; otherwise earlier entries are kept).
   """
   path = rundir.config_path(workdir)
-  history = os.path.dirname(rundir.config_history_path(workdir, step))
-  os.makedirs(history, exist_ok=True)
+  os.makedirs(os.path.dirname(rundir.config_history_path(workdir, step)), exist_ok=True)
   current = config_dict(config)
   if not os.path.exists(path):
     if step > 0:
@@ -236,20 +259,12 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, step: int, *,
     records.write_json(path, current)
     records.write_json(rundir.config_history_path(workdir, step), current)
     return
-  changes = config_changes(load_run_config(workdir), config)
-  if not changes:
-    return
-  refused = harmful(changes)
-  if refused and not allow_changes:  # at step 0 too: a run that died before its checkpoint
-    lines = '\n'.join(f'  config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
-    raise WorkdirError(
-        f'{workdir} holds a run made with another config (at step {step}); resuming it with '
-        f'this one would change what it trains:\n{lines}\nUse another --workdir, or pass '
-        f'--allow_config_changes to resume with the new values (recorded in {history}).')
+  changes = check_config(workdir, config, step=step, allow_changes=allow_changes)
   for k, (old, new) in changes.items():
     logging.warning('Resuming at step %d with config.%s changed: %r -> %r.', step, k, old, new)
-  records.write_json(rundir.config_history_path(workdir, step), current)
-  records.write_json(path, current)
+  if changes:
+    records.write_json(rundir.config_history_path(workdir, step), current)
+    records.write_json(path, current)
 
 
 def check_fresh_start(workdir: str, damaged: list[str], *, restart: bool) -> None:

@@ -66,11 +66,24 @@ def test_main_trains_tce_end_to_end(tmp_path):
   assert probs.std() > 1e-4, 'with t = 1 the sampling weights move away from uniform'
 
 
-def test_main_rejects_invalid_config_naming_the_field(tmp_path):
-  result = run_main('--config=configs/synthetic_mcce.py', f'--workdir={tmp_path}',
-                    '--config.loss.name=dice', timeout=120)
-  assert result.returncode != 0
-  assert "config.loss.name='dice'" in result.stderr
+@pytest.mark.parametrize('module, args, message', [
+    ('main', ['--config=configs/synthetic_mcce.py', '--workdir={tmp}/run',
+              '--config.loss.name=dice'], "Error: config.loss.name='dice': must be one of"),
+    ('main', ['--config=configs/tiny.py', '--workdir={tmp}/a_file'],
+     'Error: The workdir {tmp}/a_file cannot be created: {tmp}/a_file is a file'),
+    ('evaluate', ['--workdir={tmp}/none'], "is not a training run directory"),
+    ('report', ['--runs', '{tmp}/none', '--out', '{tmp}/report'],
+     "is not a training run directory")])
+def test_user_errors_are_one_line(module, args, message, tmp_path):
+  """Each mistake of a user prints one line (no log line before it, no traceback) and exits
+  with 1; the refused resume is tested in test_run_safety."""
+  (tmp_path / 'a_file').write_text('')
+  result = subprocess.run(
+      [sys.executable, '-m', f'tce_jax.{module}', *[a.format(tmp=tmp_path) for a in args]],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 1, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], result.stderr[-2000:]
 
 
 @pytest.mark.parametrize('name', CONFIGS)

@@ -331,9 +331,8 @@ def test_all_checkpoints_damaged_then_two_reruns(finished_run, tmp_path):
     train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
   other = config.copy_and_resolve_references()
   other.seed, other.tce.t = 7, 5.0
-  with pytest.raises(workdir_lib.WorkdirError, match=r'checkpoints were all damaged .*'
-                                                     r'--restart_from_scratch'):
-    train.train_and_evaluate(other, str(workdir))
+  with pytest.raises(workdir_lib.WorkdirError, match=r'config\.seed: .* -> 7'):
+    train.train_and_evaluate(other, str(workdir))  # refused before the checkpoints are read
   assert {name: (workdir / name).read_bytes() for name in kept} == kept
   assert not os.path.exists(workdir / '.lock')
   record = train.train_and_evaluate(config.copy_and_resolve_references(), str(workdir),
@@ -393,7 +392,7 @@ def test_sigterm_saves_and_resumes_bit_identically(tmp_path, straight_run):
   drifted = subprocess.run(kill_test_command(run, data_dir) + ['--config.seed=3'], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=300, check=False)
   assert drifted.returncode != 0 and 'config.seed: 0 -> 3' in drifted.stderr
-  assert 'Event loop is closed' not in drifted.stderr and 'Traceback' not in drifted.stderr
+  assert len(drifted.stderr.strip().splitlines()) == 1, drifted.stderr[-2000:]  # said at once
 
   resumed = subprocess.run(kill_test_command(run, data_dir), cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=600, check=False)

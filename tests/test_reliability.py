@@ -91,8 +91,11 @@ def test_nonfinite_skip_skips_and_counts(make_tiny_config, tmp_path, monkeypatch
 
 def test_checkpoint_of_another_model_is_a_clear_error(make_tiny_config, tmp_path):
   train.train_and_evaluate(make_tiny_config({'train.num_steps': 2}), str(tmp_path))
-  with pytest.raises(ValueError, match='does not fit this config'):
+  with pytest.raises(ValueError, match=r'config\.model\.width: 8 -> 16'):  # refused at once
     train.train_and_evaluate(make_tiny_config({'model.width': 16}), str(tmp_path))
+  with pytest.raises(ValueError, match='does not fit this config'):  # told to go on anyway
+    train.train_and_evaluate(make_tiny_config({'model.width': 16}), str(tmp_path),
+                             allow_config_changes=True)
 
 
 def test_unwritable_workdir_is_a_clear_error(make_tiny_config, tmp_path):

@@ -62,6 +62,14 @@ def damaged_checkpoint_path(run: str, step: int, stamp: str) -> str:
   return os.path.join(checkpoints_dir(run), f'{DAMAGED_PREFIX}{step}-{stamp}')
 
 
+def checkpoint_steps(run: str) -> list[int]:
+  """The steps of the run's checkpoint folders, read from their names (no checkpoint is
+  opened: a damaged one still counts until a restore moves it aside)."""
+  folder = checkpoints_dir(run)
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
 def damaged_checkpoints(run: str) -> list[str]:
   """The damaged checkpoints moved aside in the run's checkpoints folder."""
   return sorted(glob.glob(os.path.join(checkpoints_dir(run), f'{DAMAGED_PREFIX}*')))

@@ -227,9 +227,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, *, step: int |
   refused = harmful(changes)
   if refused and not allow_changes:  # at step 0 too: a run that died before its checkpoint
     if step is None:
-      folder = rundir.checkpoints_dir(workdir)
-      names = os.listdir(folder) if os.path.isdir(folder) else []
-      step = max((int(n) for n in names if n.isdigit()), default=0)
+      step = max(rundir.checkpoint_steps(workdir), default=0)
     fields = '; '.join(f'config.{k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
     history = os.path.dirname(rundir.config_history_path(workdir, step))
     raise WorkdirError(

@@ -99,11 +99,10 @@ def plot_qualitative(runs: list[dict], report: dict, out: str, num_images: int,
              for c in sorted(shown)]
   handles.append(Patch(facecolor='black', edgecolor='grey',
                        label='ignored (unlabelled, not scored)'))
-  recoloured = [names[c] for c in recoloured]
   fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8,
              frameon=False, title_fontsize=8,
-             title=(f"the dataset's colours, but {', '.join(recoloured)} recoloured (too close "
-                    'to another class shown)') if recoloured else None)
+             title=(f"the dataset's colours, but {', '.join(names[c] for c in recoloured)} "
+                    'recoloured (too close to another class shown)') if recoloured else None)
   fig.tight_layout(rect=(0, 0.04 + 0.035 * (math.ceil(len(handles) / 6) + bool(recoloured)),
                         1, 1))
   style_lib.save(fig, out, 'qualitative')

@@ -141,9 +141,10 @@ def _differences(a: str, b: str) -> dict:
   return {k: v for k, v in workdir_lib.config_changes(*configs).items() if k != 'name'}
 
 
-def test_a_study_is_one_file(tmp_path, monkeypatch):
+def test_a_study_is_one_file(tmp_path, monkeypatch, capsys):
   """A toy study added as a new module of tce_jax/studies alone is found, planned and run
-  (its smoke version, two methods of config files plus overrides, from scratch to report)."""
+  (its smoke version, two methods of config files plus overrides, from scratch to report),
+  the two runs side by side where there are two cores (`runner.train_side_by_side`)."""
   import tce_jax.studies as package  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(package.__file__), 'toy_test_study.py')
   with open(path, 'w') as f:
@@ -154,9 +155,15 @@ def test_a_study_is_one_file(tmp_path, monkeypatch):
     assert 'toy_test_study' in studies.available()
     toy = studies.load('toy_test_study')
     assert toy.reference == 'mcce' and toy.kind('uniform') == 'added'
+    jobs = min(2, len(os.sched_getaffinity(0)))
     result = runner.run_study(toy, str(tmp_path / 'out'), seeds=1, steps=2, quick=True,
-                              data_dir=str(tmp_path / 'tfds'))
+                              data_dir=str(tmp_path / 'tfds'), jobs=jobs)
     assert list(result['labels']) == ['mcce', 'uniform']
+    if jobs == 2:  # each run in its own process, on its own core, its console in its log
+      for run in ('mcce_s0', 'uniform_s0'):
+        with open(tmp_path / 'out' / f'{run}.log') as f:
+          assert 'Training ' in f.read(), run
+      assert 'training on cores [' in capsys.readouterr().out
     assert (tmp_path / 'out' / 'report' / 'summary.md').stat().st_size > 0
     with open(tmp_path / 'out' / 'uniform_s0' / 'config.json') as f:
       saved = json.load(f)

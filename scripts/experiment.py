@@ -42,6 +42,7 @@ from absl import app
 from absl import flags
 
 from tce_jax import studies
+from tce_jax import train
 from tce_jax.studies import runner
 
 FLAGS = flags.FLAGS
@@ -83,6 +84,9 @@ def main(argv):
                      jobs=FLAGS.jobs)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  except (runner.Stopped, train.Interrupted) as e:
+    print(e, file=sys.stderr)
+    sys.exit(128 + e.signum)  # as a process killed by the signal reports
   except RuntimeError as e:
     sys.exit(f'Error: {e}')
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.out, 'report')

@@ -2,11 +2,15 @@
 trains every method, writes the report, and a second start skips the finished runs; the
 summary's statistics; the synthetic study's methods and ablations."""
 
+import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -141,10 +145,11 @@ def _differences(a: str, b: str) -> dict:
   return {k: v for k, v in workdir_lib.config_changes(*configs).items() if k != 'name'}
 
 
-def test_a_study_is_one_file(tmp_path, monkeypatch, capsys):
+def test_a_study_is_one_file(tmp_path, capfd):
   """A toy study added as a new module of tce_jax/studies alone is found, planned and run
   (its smoke version, two methods of config files plus overrides, from scratch to report),
-  the two runs side by side where there are two cores (`runner.train_side_by_side`)."""
+  the two runs side by side where there are two cores (`runner.train_side_by_side`); there a
+  SIGTERM to the runner stops both runs at a checkpoint, and the same call resumes them."""
   import tce_jax.studies as package  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(package.__file__), 'toy_test_study.py')
   with open(path, 'w') as f:
@@ -156,22 +161,63 @@ def test_a_study_is_one_file(tmp_path, monkeypatch, capsys):
     toy = studies.load('toy_test_study')
     assert toy.reference == 'mcce' and toy.kind('uniform') == 'added'
     jobs = min(2, len(os.sched_getaffinity(0)))
-    result = runner.run_study(toy, str(tmp_path / 'out'), seeds=1, steps=2, quick=True,
+    out, runs = tmp_path / 'out', ('mcce_s0', 'uniform_s0')
+    study = functools.partial(runner.run_study, toy, str(out), seeds=1, steps=40, quick=True,
                               data_dir=str(tmp_path / 'tfds'), jobs=jobs)
+    if jobs == 2:
+      stopper = threading.Thread(target=_stop_runner_at_checkpoint, args=(out, runs))
+      stopper.start()
+      with pytest.raises(runner.Stopped, match='Stopped by SIGTERM: .* saved a checkpoint') as e:
+        study()
+      stopper.join()
+      assert all(run in str(e.value) for run in runs) and e.value.signum == signal.SIGTERM
+      for run in runs:
+        saved = [int(p) for p in os.listdir(out / run / 'checkpoints') if p.isdigit()]
+        assert 8 <= max(saved) < 40, (run, saved)
+      assert 'Received SIGTERM' in capfd.readouterr().err
+    result = study()
     assert list(result['labels']) == ['mcce', 'uniform']
     if jobs == 2:  # each run in its own process, on its own core, its console in its log
-      for run in ('mcce_s0', 'uniform_s0'):
-        with open(tmp_path / 'out' / f'{run}.log') as f:
-          assert 'Training ' in f.read(), run
-      assert 'training on cores [' in capsys.readouterr().out
-    assert (tmp_path / 'out' / 'report' / 'summary.md').stat().st_size > 0
-    with open(tmp_path / 'out' / 'uniform_s0' / 'config.json') as f:
+      for run in runs:
+        with open(out / f'{run}.log') as f:
+          log = f.read()
+        assert 'Training ' in log and 'Resumed from the checkpoint of step' in log, run
+      assert 'training on cores [' in capfd.readouterr().out
+    assert (out / 'report' / 'summary.md').stat().st_size > 0
+    with open(out / 'uniform_s0' / 'config.json') as f:
       saved = json.load(f)
     assert saved['sampling']['lag'] == 1 and saved['tce']['t'] == 0.0
   finally:
     os.remove(path)
   with pytest.raises(ValueError, match="No study 'toy_test_study'; studies: .*synthetic"):
     studies.load('toy_test_study')
+
+
+def _stop_runner_at_checkpoint(out, runs) -> None:
+  """Pauses each run once its step-8 checkpoint is written (so that it is still mid-run for
+  the signal), sends SIGTERM to this process (the runner), and lets each run go on once the
+  runner has passed the signal on to it."""
+  deadline, paused = time.time() + 600, []
+  while len(paused) < len(runs) and time.time() < deadline:
+    for run in runs:
+      if (out / run / 'checkpoints' / '8').exists() and run not in dict(paused):
+        with open(out / run / workdir_lib.LOCK) as f:
+          pid = json.load(f)['pid']
+        os.kill(pid, signal.SIGSTOP)
+        paused.append((run, pid))
+    time.sleep(0.01)
+  os.kill(os.getpid(), signal.SIGTERM)
+  for _, pid in paused:
+    while not _pending(pid, signal.SIGTERM) and time.time() < deadline:
+      time.sleep(0.01)
+    os.kill(pid, signal.SIGCONT)
+
+
+def _pending(pid: int, signum: int) -> bool:
+  """Whether signal `signum` waits to be delivered to process `pid` (Linux's /proc)."""
+  with open(f'/proc/{pid}/status') as f:
+    masks = [line.split()[1] for line in f if line.startswith(('SigPnd:', 'ShdPnd:'))]
+  return any(int(mask, 16) >> (signum - 1) & 1 for mask in masks)
 
 
 def _entry(runs, iou, stats):

@@ -16,7 +16,9 @@ import dataclasses
 import multiprocessing
 from multiprocessing import connection
 import os
+import signal
 import sys
+import threading
 
 from absl import logging as absl_logging
 import jax
@@ -243,16 +245,33 @@ def _to_train(plan: _Plan, method: str, seed: int, out: str, records: str | None
   return not finished(workdir, plan.steps)
 
 
+class Stopped(Exception):
+  """The side-by-side runner stopped on a signal: its running runs saved a checkpoint of the
+  step they reached and resume when the same command runs again."""
+
+  def __init__(self, signum: int, runs: list[str], not_started: int):
+    self.signum = signum
+    saved = (f'{", ".join(runs)} saved a checkpoint of the step reached' if runs else
+             'no run was training')
+    super().__init__(f'Stopped by {signal.Signals(signum).name}: {saved} (runs not started: '
+                     f'{not_started}). Run the same command again to resume.')
+
+
 def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -> None:
   """A side-by-side run's process: pinned to `cores` before JAX starts (so XLA sizes its
-  thread pool to them), its console output to `log`."""
+  thread pool to them), its console output to `log`. Stopped by a signal, it exits with
+  128 + the signal's number (as `python -m tce_jax.main` does) after saving a checkpoint."""
   os.sched_setaffinity(0, cores)
   with open(log, 'a') as f:
     os.dup2(f.fileno(), sys.stdout.fileno())
     os.dup2(f.fileno(), sys.stderr.fileno())
   absl_logging.set_verbosity(absl_logging.INFO)  # as `python -m tce_jax.main` logs
   use_compilation_cache(cache)
-  train.train_and_evaluate(config, workdir)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except train.Interrupted as e:
+    absl_logging.warning('%s', e)
+    sys.exit(128 + e.signum)
 
 
 def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
@@ -262,7 +281,9 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
   OUT/<run>.log; as each finishes, its records and predictions are made here (`_run_one`).
   On 2 cores, two CamVid runs side by side train 7% more steps per second than one after the
   other (docs/performance.md). A failed run stops new starts; the running ones finish, then
-  RuntimeError names the failed run and its log."""
+  RuntimeError names the failed run and its log. SIGTERM or SIGINT to this process (or a
+  run's own stop on a signal) stops new starts and passes SIGTERM on to the running runs,
+  which save a checkpoint of the step reached; then `Stopped` says which runs resume."""
   cores = sorted(os.sched_getaffinity(0))
   if jobs > len(cores):
     raise ValueError(f'jobs={jobs} needs as many cores; this process may use {len(cores)}')
@@ -270,35 +291,63 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
   waiting = [(m, s) for m, s in runs if _to_train(plan, m, s, out, records)]
   context = multiprocessing.get_context('spawn')
   running: dict[int, tuple[multiprocessing.Process, str, int, int]] = {}  # sentinel -> run
-  failed = []
-  while waiting or running:
-    while waiting and len(running) < jobs and not failed:
-      method, seed = waiting.pop(0)
-      if not _to_train(plan, method, seed, out, records):  # finished meanwhile, elsewhere
-        continue
-      share = next(i for i in range(jobs) if i not in {r[3] for r in running.values()})
-      workdir, _ = _folders(method, seed, out, records)
-      name, log = os.path.basename(workdir), workdir + '.log'
-      os.makedirs(out, exist_ok=True)
-      process = context.Process(target=_train_pinned, name=name, args=(
-          plan.config(method, seed), workdir, shares[share], os.path.join(out, 'xla_cache'),
-          log))
-      process.start()
-      print(f'{name}: training on cores {sorted(shares[share])}, console output in {log}')
-      running[process.sentinel] = (process, method, seed, share)
-    if not running:
-      break
-    for sentinel in connection.wait(list(running)):
-      process, method, seed, _ = running.pop(sentinel)
-      process.join()
-      if process.exitcode != 0:
-        failed.append(f'{process.name} (exit {process.exitcode}; {out}/{process.name}.log)')
-      else:
-        _run_one(plan, method, seed, out, records, train_missing=False)
-        print(f'{process.name}: finished')
+  failed, stopped = [], []
+  signals = []  # the signal that stops the study: this process's, or a run's own
+
+  def pass_on(signum, frame):
+    del frame
+    if not signals:  # os.write: a print here could re-enter one the signal interrupted
+      os.write(sys.stderr.fileno(), f'Received {signal.Signals(signum).name}: the running '
+               'runs save a checkpoint and stop; no new run starts.\n'.encode())
+    signals.append(signum)
+    for process, *_ in running.values():
+      process.terminate()  # SIGTERM: the run stops after its step, with a checkpoint
+
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    while waiting or running:
+      while waiting and len(running) < jobs and not (failed or signals):
+        method, seed = waiting.pop(0)
+        if not _to_train(plan, method, seed, out, records):  # finished meanwhile, elsewhere
+          continue
+        share = next(i for i in range(jobs) if i not in {r[3] for r in running.values()})
+        workdir, _ = _folders(method, seed, out, records)
+        name, log = os.path.basename(workdir), workdir + '.log'
+        os.makedirs(out, exist_ok=True)
+        process = context.Process(target=_train_pinned, name=name, args=(
+            plan.config(method, seed), workdir, shares[share], os.path.join(out, 'xla_cache'),
+            log))
+        process.start()
+        print(f'{name}: training on cores {sorted(shares[share])}, console output in {log}')
+        running[process.sentinel] = (process, method, seed, share)
+        if signals:  # the signal came while it started
+          process.terminate()
+      if not running:
+        break
+      for sentinel in connection.wait(list(running)):
+        process, method, seed, _ = running.pop(sentinel)
+        process.join()
+        if process.exitcode == 0:
+          _run_one(plan, method, seed, out, records, train_missing=False)
+          print(f'{process.name}: finished')
+        elif process.exitcode - 128 in (signal.SIGTERM, signal.SIGINT):
+          stopped.append(process.name)
+          if not signals:  # the run itself was stopped: start no other
+            signals.append(process.exitcode - 128)
+          print(f'{process.name}: stopped, its checkpoint saved; it resumes on the next start')
+        else:
+          failed.append(f'{process.name} (exit {process.exitcode}; {out}/{process.name}.log)')
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
   if failed:
-    raise RuntimeError(f'Failed: {", ".join(failed)}. Runs not started: '
+    also = f'; stopped, resuming on the next start: {", ".join(stopped)}' if stopped else ''
+    raise RuntimeError(f'Failed: {", ".join(failed)}{also}. Runs not started: '
                        f'{len(waiting)}; the finished ones are kept.')
+  if signals:
+    raise Stopped(signals[0], stopped, len(waiting))
 
 
 def write_report(plan: _Plan, done: list[tuple[str, int]], sources: list[str],

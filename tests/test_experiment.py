@@ -165,6 +165,8 @@ def test_a_study_is_one_file(tmp_path, capfd):
     study = functools.partial(runner.run_study, toy, str(out), seeds=1, steps=40, quick=True,
                               data_dir=str(tmp_path / 'tfds'), jobs=jobs)
     if jobs == 2:
+      # The runner takes signals in the main thread only (pytest-xdist runs tests there).
+      assert threading.current_thread() is threading.main_thread()
       stopper = threading.Thread(target=_stop_runner_at_checkpoint, args=(out, runs))
       stopper.start()
       with pytest.raises(runner.Stopped, match='Stopped by SIGTERM: .* saved a checkpoint') as e:

@@ -95,9 +95,11 @@ def _leaf_shapes(tree: PyTree) -> dict[tuple[str, ...], tuple[int, ...]]:
 def _saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> dict[tuple, tuple]:
   """Path of each saved array -> its (global) shape, from the checkpoint's own metadata;
   CheckpointCorruptError when that cannot be read."""
-  path = os.path.join(os.fspath(checkpoints.directory), str(step), ITEM)
+  # The item's own handler reads only the item's metadata; a Checkpointer would also look
+  # for step metadata inside the item folder and warn that it is missing.
+  handler = ocp.PyTreeCheckpointHandler()
   try:
-    metadata = ocp.PyTreeCheckpointer().metadata(path)
+    metadata = handler.metadata(checkpoints.directory / str(step) / ITEM)
     tree = getattr(getattr(metadata, 'item_metadata', metadata), 'tree', None)
     if tree is None:
       raise ValueError('no tree in the metadata')
@@ -106,6 +108,8 @@ def _saved_shapes(checkpoints: ocp.CheckpointManager, step: int) -> dict[tuple, 
     raise CheckpointCorruptError(
         f'The checkpoint of step {step} in {checkpoints.directory} cannot be read (its '
         f'metadata: {_reason(e)})') from e
+  finally:
+    handler.close()
 
 
 def _mismatch(checkpoints: ocp.CheckpointManager, step: int, target: PyTree, *,

@@ -185,13 +185,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 class QuietLibraries(logging_lib.Filter):
   """Drops the INFO chatter of orbax, etils and tfds, and the library notices that say
   nothing about the run (no TPU library on a CPU or GPU machine, a tfds builder config or
-  folder that this project generates itself, OpenCV's absence, orbax looking for an
-  item-level metadata file that its own checkpoint layout does not write when `evaluate` or
-  `report` restore only the model); keeps the other warnings."""
+  folder that this project generates itself, OpenCV's absence); keeps the other warnings."""
 
   NOTICES = ('Unable to initialize backend', 'Using custom data configuration',
-             'has no dataset_info.json', 'OpenCV is not installed',
-             'Metadata file does not exist')
+             'has no dataset_info.json', 'OpenCV is not installed')
 
   def filter(self, record: logging_lib.LogRecord) -> bool:
     noisy = any(f'/{lib}/' in record.pathname for lib in ('orbax', 'etils', 'tensorflow_datasets'))

@@ -398,6 +398,8 @@ def test_sigterm_saves_and_resumes_bit_identically(tmp_path, straight_run):
                            capture_output=True, text=True, timeout=600, check=False)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'Resumed from the checkpoint of step {max(saved)}' in resumed.stderr
+  # Reading a checkpoint's shapes looks for no step metadata inside its item folder.
+  assert 'Metadata file does not exist' not in resumed.stderr
   (step_a, a), (step_b, b) = final_params(straight_dir), final_params(run)
   assert step_a == step_b == 40
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

@@ -41,8 +41,8 @@ import sys
 from absl import app
 from absl import flags
 
+from tce_jax import preemption
 from tce_jax import studies
-from tce_jax import train
 from tce_jax.studies import runner
 
 FLAGS = flags.FLAGS
@@ -84,9 +84,9 @@ def main(argv):
                      jobs=FLAGS.jobs)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  except (runner.Stopped, train.Interrupted) as e:
+  except preemption.SignalStop as e:  # the runner's, or a run's in this process
     print(e, file=sys.stderr)
-    sys.exit(128 + e.signum)  # as a process killed by the signal reports
+    sys.exit(e.exit_code)
   except RuntimeError as e:
     sys.exit(f'Error: {e}')
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.out, 'report')

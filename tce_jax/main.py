@@ -74,7 +74,7 @@ def main(argv):
                                       restart_from_scratch=FLAGS.restart_from_scratch)
   except train.Interrupted as e:
     logging.warning('%s', e)
-    raise SystemExit(128 + e.signum) from e  # as a process killed by the signal reports
+    raise SystemExit(e.exit_code) from e
   except (ValueError, OSError, FloatingPointError) as e:
     cli.exit_on(e)
   if jax.process_index() == 0:

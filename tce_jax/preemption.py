@@ -13,12 +13,39 @@ import jax
 from jax.experimental import multihost_utils
 
 
-class Interrupted(Exception):
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_signal(exitcode: int | None) -> int | None:
+  """The stop signal (SIGTERM or SIGINT) that a finished process's exit code reports, else None:
+  128 + its number from a process that caught it and stopped as it asks (as a shell reports a
+  process the signal killed; `SignalStop.exit_code`), or minus its number, multiprocessing's
+  code for a process the signal killed before it could catch it (while it started)."""
+  for signum in STOP_SIGNALS:
+    if exitcode in (128 + signum, -signum):
+      return signum
+  return None
+
+
+class SignalStop(Exception):
+  """Work stopped on SIGTERM / SIGINT with what it did kept; the same command resumes it."""
+
+  def __init__(self, signum: int, message: str):
+    self.signum = signum
+    super().__init__(message)
+
+  @property
+  def exit_code(self) -> int:
+    """What the stopped process exits with: 128 + the signal's number."""
+    return 128 + self.signum
+
+
+class Interrupted(SignalStop):
   """Training stopped on SIGTERM / SIGINT after saving a checkpoint of the step reached."""
 
   def __init__(self, signum: int, step: int, workdir: str):
-    self.signum, self.step = signum, step
-    super().__init__(f'Stopped by {signal.Signals(signum).name} after step {step}; its '
+    self.step = step
+    super().__init__(signum, f'Stopped by {signal.Signals(signum).name} after step {step}; its '
                      f'checkpoint is saved in {workdir}/checkpoints. Run the same command '
                      'again to resume.')
 
@@ -36,7 +63,7 @@ class StopSignals:
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
+      for signum in STOP_SIGNALS:
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
 

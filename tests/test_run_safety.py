@@ -5,6 +5,7 @@ workdirs, TensorBoard after a resume). See docs/reliability.md."""
 
 import glob
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from tce_jax import evaluation
 from tce_jax import evaluator as evaluator_lib
+from tce_jax import preemption
 from tce_jax import records
 from tce_jax import train
 from tce_jax import workdir as workdir_lib
@@ -405,6 +407,25 @@ def test_sigterm_saves_and_resumes_bit_identically(tmp_path, straight_run):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert_no_duplicate_tensorboard_points(run)
+
+
+def test_stop_signal_reads_how_a_process_stopped():
+  """A process that caught SIGTERM and stopped exits 143 (`SignalStop.exit_code`); one the
+  signal killed before it could catch it reads as minus the signal in multiprocessing."""
+  context = multiprocessing.get_context('spawn')
+  killed = context.Process(target=time.sleep, args=(60,))
+  killed.start()
+  killed.terminate()
+  killed.join(timeout=60)
+  stopped = preemption.Interrupted(signal.SIGTERM, 8, 'run')
+  caught = subprocess.run([sys.executable, '-c', f'raise SystemExit({stopped.exit_code})'],
+                          check=False)
+  assert stopped.exit_code == caught.returncode == 143
+  assert preemption.stop_signal(killed.exitcode) == signal.SIGTERM
+  assert preemption.stop_signal(caught.returncode) == signal.SIGTERM
+  assert preemption.stop_signal(128 + signal.SIGINT) == signal.SIGINT
+  for other in (None, 0, 1, -signal.SIGKILL, 128 + signal.SIGKILL):
+    assert preemption.stop_signal(other) is None, other
 
 
 def assert_no_duplicate_tensorboard_points(workdir):

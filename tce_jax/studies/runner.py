@@ -25,6 +25,7 @@ import jax
 import tqdm
 
 from tce_jax import evaluate
+from tce_jax import preemption
 from tce_jax import records as records_lib
 from tce_jax import report
 from tce_jax import rundir
@@ -245,22 +246,22 @@ def _to_train(plan: _Plan, method: str, seed: int, out: str, records: str | None
   return not finished(workdir, plan.steps)
 
 
-class Stopped(Exception):
-  """The side-by-side runner stopped on a signal: its running runs saved a checkpoint of the
-  step they reached and resume when the same command runs again."""
+class Stopped(preemption.SignalStop):
+  """The side-by-side runner stopped on a signal: its running runs stopped, each saving a
+  checkpoint of the step reached (or, stopped before its training loop began, keeping its
+  earlier ones), and resume when the same command runs again."""
 
   def __init__(self, signum: int, runs: list[str], not_started: int):
-    self.signum = signum
-    saved = (f'{", ".join(runs)} saved a checkpoint of the step reached' if runs else
-             'no run was training')
-    super().__init__(f'Stopped by {signal.Signals(signum).name}: {saved} (runs not started: '
-                     f'{not_started}). Run the same command again to resume.')
+    saved = (f'{", ".join(runs)} stopped, each resuming from its latest checkpoint' if runs
+             else 'no run was training')
+    super().__init__(signum, f'Stopped by {signal.Signals(signum).name}: {saved} (runs not '
+                     f'started: {not_started}). Run the same command again to resume.')
 
 
 def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -> None:
   """A side-by-side run's process: pinned to `cores` before JAX starts (so XLA sizes its
-  thread pool to them), its console output to `log`. Stopped by a signal, it exits with
-  128 + the signal's number (as `python -m tce_jax.main` does) after saving a checkpoint."""
+  thread pool to them), its console output to `log`. Stopped by a signal, it saves a
+  checkpoint and exits as `python -m tce_jax.main` does (`SignalStop.exit_code`)."""
   os.sched_setaffinity(0, cores)
   with open(log, 'a') as f:
     os.dup2(f.fileno(), sys.stdout.fileno())
@@ -271,7 +272,7 @@ def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -
     train.train_and_evaluate(config, workdir)
   except train.Interrupted as e:
     absl_logging.warning('%s', e)
-    sys.exit(128 + e.signum)
+    sys.exit(e.exit_code)
 
 
 def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
@@ -305,7 +306,7 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
 
   previous = {}
   if threading.current_thread() is threading.main_thread():
-    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, pass_on) for s in preemption.STOP_SIGNALS}
   try:
     while waiting or running:
       while waiting and len(running) < jobs and not (failed or signals):
@@ -332,11 +333,13 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
         if process.exitcode == 0:
           _run_one(plan, method, seed, out, records, train_missing=False)
           print(f'{process.name}: finished')
-        elif process.exitcode - 128 in (signal.SIGTERM, signal.SIGINT):
+        elif signum := preemption.stop_signal(process.exitcode):
           stopped.append(process.name)
           if not signals:  # the run itself was stopped: start no other
-            signals.append(process.exitcode - 128)
-          print(f'{process.name}: stopped, its checkpoint saved; it resumes on the next start')
+            signals.append(signum)
+          how = ('its checkpoint saved' if process.exitcode > 0 else
+                 'before its training loop began, its earlier checkpoints kept')
+          print(f'{process.name}: stopped, {how}; it resumes on the next start')
         else:
           failed.append(f'{process.name} (exit {process.exitcode}; {out}/{process.name}.log)')
   finally:

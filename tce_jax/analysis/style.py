@@ -39,9 +39,10 @@ DPI = 150  # of the PNGs: small text stays legible
 
 
 def save(fig, out: str, name: str):
-  """name.png (for viewing) and name.pdf (vector, for papers)."""
-  for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(out, f'{name}.{ext}'), dpi=DPI)
+  """name.png (for viewing) and name.pdf (vector, for papers). The PDF carries no creation
+  date, so that a report rebuilt from the same records is the same bytes."""
+  fig.savefig(os.path.join(out, f'{name}.png'), dpi=DPI)
+  fig.savefig(os.path.join(out, f'{name}.pdf'), dpi=DPI, metadata={'CreationDate': None})
 
 
 def grouped_bars(ax, groups: Sequence[str], series: dict[str, tuple], ylabel: str, *,

@@ -4,6 +4,7 @@ summary's statistics; the synthetic study's methods and ablations."""
 
 import functools
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from tce_jax import preemption
 from tce_jax import stats as stats_lib
 from tce_jax import studies
 from tce_jax import workdir as workdir_lib
@@ -193,6 +195,28 @@ def test_a_study_is_one_file(tmp_path, capfd):
     os.remove(path)
   with pytest.raises(ValueError, match="No study 'toy_test_study'; studies: .*synthetic"):
     studies.load('toy_test_study')
+
+
+def test_a_run_that_ctrl_c_reaches_while_it_starts_counts_as_stopped(make_tiny_config,
+                                                                    tmp_path):
+  """Ctrl-C reaches a side-by-side run's process before its training loop catches signals
+  (here while it generates its dataset): it ends as killed by SIGINT, without a traceback,
+  which the runner reads as stopped (`preemption.stop_signal`), not as failed."""
+  config = make_tiny_config({'dataset.data_dir': str(tmp_path / 'tfds')})
+  log = tmp_path / 'run.log'
+  process = multiprocessing.get_context('spawn').Process(
+      target=runner._train_pinned,  # pylint: disable=protected-access
+      args=(config, str(tmp_path / 'run'), os.sched_getaffinity(0), str(tmp_path / 'cache'),
+            str(log)))
+  process.start()
+  deadline = time.time() + 120
+  while not log.exists():  # opened first thing in the run's process
+    assert process.is_alive() and time.time() < deadline, 'the run ended before the signal'
+    time.sleep(0.01)
+  os.kill(process.pid, signal.SIGINT)
+  process.join(timeout=120)
+  assert preemption.stop_signal(process.exitcode) == signal.SIGINT, process.exitcode
+  assert 'Traceback' not in log.read_text()
 
 
 def _stop_runner_at_checkpoint(out, runs) -> None:

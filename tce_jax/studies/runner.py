@@ -261,7 +261,10 @@ class Stopped(preemption.SignalStop):
 def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -> None:
   """A side-by-side run's process: pinned to `cores` before JAX starts (so XLA sizes its
   thread pool to them), its console output to `log`. Stopped by a signal, it saves a
-  checkpoint and exits as `python -m tce_jax.main` does (`SignalStop.exit_code`)."""
+  checkpoint and exits as `python -m tce_jax.main` does (`SignalStop.exit_code`). A Ctrl-C
+  (which the terminal sends to the runner's whole process group) that comes before its
+  training loop catches signals, or a second one in it, ends it as killed by SIGINT, without
+  a traceback: the runner counts it as stopped, resuming from its earlier checkpoints."""
   os.sched_setaffinity(0, cores)
   with open(log, 'a') as f:
     os.dup2(f.fileno(), sys.stdout.fileno())
@@ -273,6 +276,9 @@ def _train_pinned(config, workdir: str, cores: set[int], cache: str, log: str) -
   except train.Interrupted as e:
     absl_logging.warning('%s', e)
     sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # multiprocessing would make it exit 1, "failed", with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,

@@ -248,8 +248,8 @@ def _to_train(plan: _Plan, method: str, seed: int, out: str, records: str | None
 
 class Stopped(preemption.SignalStop):
   """The side-by-side runner stopped on a signal: its running runs stopped, each saving a
-  checkpoint of the step reached (or, stopped before its training loop began, keeping its
-  earlier ones), and resume when the same command runs again."""
+  checkpoint of the step reached (or, killed by the signal before it could save one, keeping
+  its earlier ones), and resume when the same command runs again."""
 
   def __init__(self, signum: int, runs: list[str], not_started: int):
     saved = (f'{", ".join(runs)} stopped, each resuming from its latest checkpoint' if runs
@@ -344,7 +344,7 @@ def train_side_by_side(plan: _Plan, runs: list[tuple[str, int]], out: str,
           if not signals:  # the run itself was stopped: start no other
             signals.append(signum)
           how = ('its checkpoint saved' if process.exitcode > 0 else
-                 'before its training loop began, its earlier checkpoints kept')
+                 'killed by the signal, its earlier checkpoints kept')
           print(f'{process.name}: stopped, {how}; it resumes on the next start')
         else:
           failed.append(f'{process.name} (exit {process.exitcode}; {out}/{process.name}.log)')

@@ -309,7 +309,9 @@ def test_lock_race_never_has_two_holders(tmp_path):
   while len(glob.glob(f'{go}.ready.*')) < len(racers):
     assert time.time() < deadline and all(r.poll() is None for r in racers)
     time.sleep(0.05)
-  go.write_text(str(time.time() + 0.5))
+  staged = tmp_path / 'go.staged'  # renamed into place, so no racer reads a half-written file
+  staged.write_text(str(time.time() + 0.5))
+  os.replace(staged, go)
   assert all(r.wait(timeout=120) == 0 for r in racers)
   held = sorted((float(entered), float(left), trial) for trial, _, entered, left in
                 (line.split() for line in log.read_text().splitlines()))

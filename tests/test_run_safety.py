@@ -279,12 +279,12 @@ def test_lock_of_a_live_holder_refuses_and_of_a_killed_one_is_free(make_tiny_con
 
 _LOCK_RACER = """
 import os, sys, time
-from tce_jax import workdir
+from tce_jax import records, workdir
 folder, go, trials, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 open(go + '.ready.' + str(os.getpid()), 'w').close()
 while not os.path.exists(go):
   time.sleep(0.005)
-start = float(open(go).read())
+start = records.read_json(go)['start']
 for trial in range(trials):
   time.sleep(max(0.0, start + 0.4 * trial - time.time()))
   try:
@@ -309,9 +309,7 @@ def test_lock_race_never_has_two_holders(tmp_path):
   while len(glob.glob(f'{go}.ready.*')) < len(racers):
     assert time.time() < deadline and all(r.poll() is None for r in racers)
     time.sleep(0.05)
-  staged = tmp_path / 'go.staged'  # renamed into place, so no racer reads a half-written file
-  staged.write_text(str(time.time() + 0.5))
-  os.replace(staged, go)
+  records.write_json(str(go), {'start': time.time() + 0.5})  # atomic: never seen half-written
   assert all(r.wait(timeout=120) == 0 for r in racers)
   held = sorted((float(entered), float(left), trial) for trial, _, entered, left in
                 (line.split() for line in log.read_text().splitlines()))

@@ -59,7 +59,8 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
                 qualitative_title: str | None = None,
                 qualitative_dataset: ml_collections.ConfigDict | None = None,
                 figures: Sequence[str] | None = None,
-                figure_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+                figure_options: Mapping[str, Mapping[str, Any]] | None = None,
+                fixed_classes: Sequence[str] = ()) -> dict:
   """Writes every report file into `out`; returns the report dict (as report.json).
 
   `figures` names the registered figures to draw (default: `registry.DEFAULT`, in order),
@@ -69,13 +70,14 @@ def make_report(runs: Sequence[str], out: str, *, reference: str | None = None,
   (`qualitative_images` > 0): `qualitative_labels` limits its columns (the reference always
   shown), `qualitative_indices` fixes its validation images, `qualitative_runs` the run each
   label shows, `qualitative_title` its title, `qualitative_dataset` where its images are
-  read from (figures.qualitative.plot_qualitative)."""
+  read from (figures.qualitative.plot_qualitative). `fixed_classes` adds the mean IoU over
+  those classes to each label's fairness (analysis.runs.summarize_runs)."""
   loaded = load_runs(runs, labels)
   reference = reference or runs[0]
   if not any(os.path.samefile(r['run'], reference) for r in loaded):
     raise ValueError(f'--reference={reference} is not one of --runs')
   fraction = loaded[0]['config'].eval.fairness_fraction
-  report = summarize_runs(loaded, reference, fraction)
+  report = summarize_runs(loaded, reference, fraction, fixed_classes)
   report['warnings'] = comparability_warnings(loaded)
   for warning in report['warnings']:
     logging.warning('%s', warning)

@@ -2,6 +2,7 @@
 trains every method, writes the report, and a second start skips the finished runs; the
 summary's statistics; the synthetic study's methods and ablations."""
 
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -337,10 +338,29 @@ def test_notrain_reports_the_recorded_runs_and_leaves_out_the_rest(tmp_path, cap
   for run in ('mcce_s0', 'mcce_s1', 'focal_s0'):  # without predictions: no dataset needed
     shutil.copytree(os.path.join(ROOT, 'docs', 'results', 'runs', run), records / run,
                     ignore=shutil.ignore_patterns('qualitative'))
-  result = runner.run_study(STUDY, str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
+  fixed = ('rider', 'motorcycle')  # a sensitivity check on classes named in advance
+  result = runner.run_study(dataclasses.replace(STUDY, fixed_classes=fixed),
+                            str(tmp_path / 'out'), seeds=2, methods=['mcce', 'focal'],
                             records=str(records), train_missing=False,
                             report_dir=str(tmp_path / 'report'))
   printed = capsys.readouterr().out
+  # Each label's fixed_bottom: per run the mean IoU of the named classes, then mean and
+  # sample std over the runs, re-derived in float64 from the records' evaluations.
+  for method, seeds in (('mcce', (0, 1)), ('focal', (0,))):
+    per_run = []
+    for seed in seeds:
+      with open(records / f'{method}_s{seed}' / 'eval' / '5000.json') as f:
+        iou = json.load(f)['per_class_iou']
+      per_run.append(np.mean([iou[c] for c in fixed], dtype=np.float64))
+    got = result['labels'][method]['fairness']['fixed_bottom']
+    assert got['mean'] == pytest.approx(np.mean(per_run), abs=1e-9), method
+    assert got['std'] == (pytest.approx(np.std(per_run, ddof=1), abs=1e-9)
+                          if len(per_run) > 1 else None), method
+  assert result['fixed_classes'] == list(fixed)
+  with open(tmp_path / 'report' / 'summary.md') as f:
+    text = f.read()
+  section = text.split('### Sensitivity: the bottom statistic on classes named in advance')[1]
+  assert '| mcce -> focal | 2 / 1 |' in section.split('### Benchmark profile')[0]
   assert 'Not finished, left out of the report: 1 runs (focal_s1)' in printed
   assert 'No qualitative figure: the reference has no finished seed-1 run' in printed
   assert [len(result['labels'][m]['runs']) for m in ('mcce', 'focal')] == [2, 1]
@@ -373,6 +393,40 @@ def test_equivalence_verdicts_and_their_correction():
   row = next(line for line in text.splitlines() if line.startswith('| mcce -> close'))
   assert row.split(' | ')[2] == f'{min(1.0, 4 * p):.3g}'
   assert 'over the 4 equivalence tests' in text
+
+
+def test_sensitivity_on_classes_named_in_advance():
+  """The fixed-classes section: Welch on fixed_bottom per pair, Holm over each family's pairs,
+  the equivalence verdict with the given margin; families without their runs are left out,
+  and a report without fixed classes has no section."""
+  stats = {k: (50.0, 1.0) for k in summary_lib.SUMMARY_STATS}
+  iou = {'a': (50.0, 1.0)}
+  labels = {'mcce': _entry(5, iou, {**stats, 'fixed_bottom': (20.0, 1.0)}),
+            'up': _entry(5, iou, {**stats, 'fixed_bottom': (30.0, 1.0)}),
+            'same': _entry(5, iou, {**stats, 'fixed_bottom': (20.1, 0.2)})}
+  report_json = {'reference': 'mcce', 'labels': labels, 'fixed_classes': ['pole', 'sign']}
+  text = summary_lib.fixed_classes_section(
+      report_json, {'Methods': [('up', 'mcce'), ('same', 'mcce')],
+                    'Gone': [('tce_t10', 'up')]}, 2.0, 'Sensitivity')
+  assert text.startswith('### Sensitivity') and '#### Methods' in text and 'Gone' not in text
+  assert 'mean IoU of pole, sign' in text and 'tce_t10' not in text
+  welch = stats_lib.welch(30.0, 1.0, 5, 20.0, 1.0, 5)
+  row = next(line for line in text.splitlines() if line.startswith('| mcce -> up | 5 / 5 |'))
+  assert f"**{welch['diff']:+.1f} [{welch['low']:+.1f}, {welch['high']:+.1f}]**" in row
+  assert row.endswith(f"| {min(1.0, 2 * welch['p']):.3g} |")  # Holm over the 2 pairs
+  verdicts = {line.split(' | ')[0][2:]: line.split(' | ')[-1][:-2]
+              for line in text.splitlines() if line.startswith('| mcce -> ') and
+              line.count(' | ') == 3}
+  assert verdicts == {'mcce -> up': 'differs', 'mcce -> same': 'equivalent (±2)'}, verdicts
+  assert summary_lib.fixed_classes_section({'reference': 'mcce', 'labels': labels},
+                                           {'Methods': [('up', 'mcce')]}, 2.0) == ''
+  # A class the dataset lacks is named; the smoke version keeps those its dataset has.
+  config = runner.run_config(STUDY, 'mcce', 0, steps=10, quick=False, data_dir=None)
+  named = dataclasses.replace(STUDY, fixed_classes=('rider', 'nowhere'))
+  with pytest.raises(ValueError, match=r"The fixed_classes \['nowhere'\] of study synthetic"):
+    runner.study_classes(named, 'fixed_classes', config)
+  assert runner.study_classes(named, 'fixed_classes', config, quick=True) == ['rider']
+  assert runner.study_classes(STUDY, 'fixed_classes', config) == []
 
 
 def test_ablations_isolate_one_reason_and_correct_over_their_family():

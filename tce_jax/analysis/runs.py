@@ -20,6 +20,8 @@ from tce_jax.models import pretrained
 
 STATS = ('miou', 'sorted_bottom', 'sorted_top', 'percentile_bottom', 'percentile_bottom_miou',
          'percentile_top', 'percentile_top_miou', 'worst', 'std')
+# The mean IoU over classes named in advance (summarize_runs' `fixed_classes`).
+FIXED_BOTTOM = 'fixed_bottom'
 
 
 def finite_or_none(x) -> float | None:
@@ -89,11 +91,23 @@ def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, std
 
 
-def summarize_runs(runs: list[dict], reference_run: str, fraction: float) -> dict:
-  """Per-label mean +- std of per-class IoU and of the fairness stats against the reference."""
+def summarize_runs(runs: list[dict], reference_run: str, fraction: float,
+                   fixed_classes: Sequence[str] = ()) -> dict:
+  """Per-label mean +- std of per-class IoU and of the fairness stats against the reference.
+
+  With `fixed_classes` (class names), each label's fairness also holds FIXED_BOTTOM: each
+  run's mean IoU over those classes (absent ones skipped), then mean +- std over the runs. It
+  is sorted_bottom with its classes named in advance rather than chosen as the reference's
+  worst on the very split being scored, which favours every method against the reference on
+  them (the reference's worst are partly its unlucky ones)."""
   reference_label = next(r['label'] for r in runs if os.path.samefile(r['run'], reference_run))
   reference_iou, _ = mean_std([r['iou'] for r in runs if r['label'] == reference_label])
   classes = runs[0]['classes']
+  unknown = [c for c in fixed_classes if c not in classes]
+  if unknown:
+    raise ValueError(f'The fixed classes {unknown} are not classes of the runs: '
+                     f'{", ".join(classes)}')
+  fixed = [classes.index(c) for c in fixed_classes]
   excluded = [c for c, v in zip(classes, reference_iou) if not np.isfinite(v)]
   labels = list(dict.fromkeys(r['label'] for r in runs))
   summary = {}
@@ -102,18 +116,28 @@ def summarize_runs(runs: list[dict], reference_run: str, fraction: float) -> dic
     iou_mean, iou_std = mean_std([r['iou'] for r in group])
     stats = [fairness.fairness_stats(r['iou'], reference_iou, fraction) for r in group]
     stat_mean, stat_std = mean_std([[s[k] for k in STATS] for s in stats])
+    label_stats = {k: {'mean': float(m), 'std': finite_or_none(s)}
+                   for k, m, s in zip(STATS, stat_mean, stat_std)}
+    if fixed:
+      with warnings.catch_warnings():  # a run without any of the classes: NaN, quietly
+        warnings.simplefilter('ignore', RuntimeWarning)
+        per_run = [np.nanmean(r['iou'][fixed]) for r in group]
+      m, s = mean_std(per_run)
+      label_stats[FIXED_BOTTOM] = {'mean': float(m), 'std': finite_or_none(s)}
     summary[label] = {
         'runs': [r['run'] for r in group],
         'steps': [r['eval']['step'] for r in group],
         'backbone': sorted({pretrained.describe_init(r['config']) for r in group}),
         'per_class_iou': {c: {'mean': finite_or_none(m), 'std': finite_or_none(s)}
                           for c, m, s in zip(classes, iou_mean, iou_std)},
-        'fairness': {k: {'mean': float(m), 'std': finite_or_none(s)}
-                     for k, m, s in zip(STATS, stat_mean, stat_std)},
+        'fairness': label_stats,
         'num_classes': stats[0]['num_classes'],
     }
   finite = np.isfinite(reference_iou)
   order = [classes[i] for i in np.argsort(np.where(finite, reference_iou, np.inf),
                                           kind='stable') if finite[i]]
-  return {'reference': reference_label, 'fraction': fraction, 'class_order': order,
-          'excluded_classes': excluded, 'labels': summary}
+  result = {'reference': reference_label, 'fraction': fraction, 'class_order': order,
+            'excluded_classes': excluded, 'labels': summary}
+  if fixed:
+    result['fixed_classes'] = list(fixed_classes)
+  return result

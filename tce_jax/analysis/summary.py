@@ -6,9 +6,12 @@ supports (differs, equivalent, or inconclusive)."""
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
 
 from tce_jax import stats
+from tce_jax.analysis.runs import FIXED_BOTTOM
 
 SUMMARY_STATS = {'miou': 'mIoU', 'sorted_bottom': 'bottom 25% (MCCE\'s worst classes)',
                  'percentile_bottom_miou': 'own bottom 25%', 'worst': 'worst class',
@@ -77,14 +80,15 @@ def summary(report_json: dict, families: dict[str, list[str]] | None = None,
   return '\n\n'.join(sections)
 
 
-def _family(labels: dict, pairs: list[tuple[str, str]]) -> tuple[dict, dict, int]:
-  """Welch's comparison of each (variant, baseline) pair on every SUMMARY_STATS statistic,
-  and the p-values adjusted by Holm over the whole family (pairs x statistics). Returns
+def _family(labels: dict, pairs: list[tuple[str, str]],
+            keys: Sequence[str] = tuple(SUMMARY_STATS)) -> tuple[dict, dict, int]:
+  """Welch's comparison of each (variant, baseline) pair on every statistic of `keys`, and
+  the p-values adjusted by Holm over the whole family (pairs x statistics). Returns
   (tests[pair][statistic], adjusted[pair, statistic], the number of comparisons tested)."""
   tests = {(v, b): {k: _welch(labels[v]['fairness'][k], labels[b]['fairness'][k],
                               len(labels[v]['runs']), len(labels[b]['runs']))
-                    for k in SUMMARY_STATS} for v, b in pairs}
-  flat = [(pair, k) for pair in tests for k in SUMMARY_STATS]
+                    for k in keys} for v, b in pairs}
+  flat = [(pair, k) for pair in tests for k in keys]
   adjusted = dict(zip(flat, stats.holm([tests[pair][k]['p'] for pair, k in flat])))
   return tests, adjusted, int(sum(np.isfinite(p) for p in adjusted.values()))
 
@@ -172,11 +176,13 @@ def verdict(different: bool, equivalent: bool, margin: float) -> str:
 
 
 def equivalence_table(labels: dict, pairs: list[tuple[str, str]], margins: dict[str, float],
-                      tests: dict, adjusted: dict) -> str:
+                      tests: dict, adjusted: dict,
+                      names: Mapping[str, str] = SUMMARY_STATS) -> str:
   """Markdown: for each (variant, baseline) pair and each statistic with a margin, the
   difference with its 90% interval, the two one-sided tests' p-value adjusted by Holm over
   this table's tests, and the verdict, which also uses the family's difference test
-  (`tests`, `adjusted`: _family's, so "differs" is the bold of the family's table)."""
+  (`tests`, `adjusted`: _family's, so "differs" is the bold of the family's table).
+  `names`: each statistic's name in the table."""
   equivalence = {(pair, k): stats.equivalence(
       labels[pair[0]]['fairness'][k]['mean'], labels[pair[0]]['fairness'][k]['std'],
       len(labels[pair[0]]['runs']), labels[pair[1]]['fairness'][k]['mean'],
@@ -184,7 +190,7 @@ def equivalence_table(labels: dict, pairs: list[tuple[str, str]], margins: dict[
       for pair in pairs for k, margin in margins.items()}
   corrected = dict(zip(equivalence, stats.holm([e['p'] for e in equivalence.values()])))
   tested = int(sum(np.isfinite(p) for p in corrected.values()))
-  names = {k: SUMMARY_STATS[k] for k in margins}
+  names = {k: names[k] for k in margins}
   lines = ['Equivalence: ' + ', '.join(f'{names[k]} within ±{m:g}' for k, m in margins.items())
            + '.', '',
            '| baseline -> variant | ' + ' | '.join(
@@ -205,3 +211,50 @@ def equivalence_table(labels: dict, pairs: list[tuple[str, str]], margins: dict[
             f"is significant (Holm over its table). Inconclusive: neither; it is no evidence "
             'of "no effect".']
   return '\n'.join(lines)
+
+
+def fixed_classes_section(report_json: dict, families: dict[str, list[tuple[str, str]]],
+                          margin: float | None = None, title: str = '') -> str:
+  """Markdown: the bottom statistic recomputed on classes named in advance (the report's
+  `fixed_classes`, analysis.runs.FIXED_BOTTOM), for the (variant, baseline) pairs of each
+  family (title -> pairs): the difference with its 95% interval, bold where Welch's test is
+  significant after Holm over the family's pairs, and with `margin` the equivalence table of
+  the same pairs. A family whose pairs are not both in the report is left out; '' if none,
+  or if the report has no fixed classes."""
+  labels, classes = report_json['labels'], report_json.get('fixed_classes')
+  if not classes:
+    return ''
+  name = f'mean IoU of {", ".join(classes)}'
+  sections = []
+  for family, pairs in families.items():
+    pairs = [(v, b) for v, b in pairs if v in labels and b in labels]
+    if not pairs:
+      continue
+    tests, adjusted, tested = _family(labels, pairs, (FIXED_BOTTOM,))
+    lines = [f'#### {family}', '', f'| baseline -> variant | runs | {name}: baseline | '
+             'variant | diff [95% CI] | p (Holm) |', '|---|---|---|---|---|---|']
+    for variant, baseline in pairs:
+      test, p = tests[variant, baseline][FIXED_BOTTOM], adjusted[(variant, baseline),
+                                                                  FIXED_BOTTOM]
+      values = [labels[m]['fairness'][FIXED_BOTTOM] for m in (baseline, variant)]
+      cells = [f"{v['mean']:.1f}" + ('' if v['std'] is None else f" ± {v['std']:.1f}")
+               for v in values]
+      diff = f'**{_interval(test)}**' if p <= ALPHA else _interval(test)
+      lines.append(f"| {baseline} -> {variant} | {len(labels[baseline]['runs'])} / "
+                   f"{len(labels[variant]['runs'])} | {' | '.join(cells)} | {diff} | "
+                   + ('-' if not np.isfinite(p) else f'{p:.3g}') + ' |')
+    lines += ['', 'Variant minus baseline and its 95% confidence interval (Welch); runs: '
+              "baseline / variant. **Bold**: Welch's two-sided test significant at "
+              f"{ALPHA} after Holm's correction over the {tested} comparisons of this table."]
+    if margin is not None:
+      lines += ['', equivalence_table(labels, pairs, {FIXED_BOTTOM: margin}, tests, adjusted,
+                                      {FIXED_BOTTOM: name})]
+    sections.append('\n'.join(lines))
+  if not sections:
+    return ''
+  intro = (f"The bottom 25% above is the mean IoU of {report_json['reference']}'s worst classes "
+           'on the split being scored, so its own low draws on that split help choose them, '
+           f"which favours every method against {report_json['reference']} there. Here the "
+           f'same comparisons on {", ".join(classes)}, named before that split was seen; Holm '
+           'over each table.')
+  return '\n\n'.join(([f'### {title}'] if title else []) + [intro] + sections)

@@ -87,15 +87,27 @@ def record_run(workdir: str, records: str) -> str:
       os.path.normpath(workdir))))
 
 
-def qualitative_images(study: Study, config, quick: bool = False) -> list[int]:
-  """The eval-split images of the qualitative figure: where the study's classes appear most
-  (in the smoke version, those of them its dataset has)."""
+def study_classes(study: Study, field: str, config, quick: bool = False) -> list[str]:
+  """The classes the study names in `field` (qualitative_classes, fixed_classes), checked
+  against the dataset's; in the smoke version those of them its dataset has, or its first
+  class. None named: none."""
+  wanted = getattr(study, field)
+  if not wanted:
+    return []
   names = list(datasets.get_spec(config).class_names)
-  classes = [c for c in study.qualitative_classes if c in names or not quick] or names[:1]
+  classes = [c for c in wanted if c in names or not quick] or names[:1]
   unknown = [c for c in classes if c not in names]
   if unknown:
-    raise ValueError(f'The qualitative classes {unknown} of study {study.name} are not '
-                     f'classes of {config.dataset.name}: {", ".join(names)}')
+    raise ValueError(f'The {field} {unknown} of study {study.name} are not classes of '
+                     f'{config.dataset.name}: {", ".join(names)}')
+  return classes
+
+
+def qualitative_images(study: Study, config, quick: bool = False) -> list[int]:
+  """The eval-split images of the qualitative figure: where the study's qualitative classes
+  appear most (`study_classes`)."""
+  names = list(datasets.get_spec(config).class_names)
+  classes = study_classes(study, 'qualitative_classes', config, quick) or names[:1]
   source = datasets.load_source(config, config.dataset.eval_split)
   return report.qualitative_indices(source, [names.index(c) for c in classes],
                                     study.qualitative_images)
@@ -393,7 +405,9 @@ def write_report(plan: _Plan, done: list[tuple[str, int]], sources: list[str],
           classes=', '.join(study.qualitative_classes), seed=seed),
       # The confusion figure's differences: the methods the study shows in pictures.
       figure_options={'confusion': {'labels': [m for m in first
-                                               if m in study.qualitative_methods]}})
+                                               if m in study.qualitative_methods]}},
+      fixed_classes=study_classes(study, 'fixed_classes', plan.config(methods[0], 0),
+                                  plan.quick))
   families = {'Methods': [m for m in first if not study.methods[m].sweep],
               't sweep': [m for m in first if study.methods[m].sweep]}
   reference_runs = [w for (m, _), w in zip(done, sources) if m == methods[0]]
@@ -404,9 +418,17 @@ def write_report(plan: _Plan, done: list[tuple[str, int]], sources: list[str],
     report.plot_sweep(result, report_dir, study.sweep_series)
   margins = dict(study.equivalence_margins)
   contrasts = summary_lib.ablations(result, study.ablations, margins)
+  sensitivity = summary_lib.fixed_classes_section(
+      result, {**{title: [(m, methods[0]) for m in members]
+                  for title, members in families.items() if members},
+               **{title: [(v, b) for _, b, v in rows]
+                  for title, rows in study.ablations.items()}},
+      margins.get('sorted_bottom'),
+      'Sensitivity: the bottom statistic on classes named in advance')
   with open(os.path.join(report_dir, 'summary.md'), 'w') as f:
     f.write(summary_lib.summary(result, {k: v for k, v in families.items() if v},
                                 margins) + '\n\n' +
-            (contrasts + '\n\n' if contrasts else '') + profile + '\n')
+            (contrasts + '\n\n' if contrasts else '') +
+            (sensitivity + '\n\n' if sensitivity else '') + profile + '\n')
   print(profile)
   return result

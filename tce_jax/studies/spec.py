@@ -49,10 +49,12 @@ class Study:
   `equivalence_margins` (statistic of analysis.summary.SUMMARY_STATS -> margin, fixed before
   the runs) adds an equivalence test of every comparison of every family;
   `sweep_series` (title -> {t: method}) the sweep figure; `qualitative` the qualitative
-  figure's methods, seed, classes and image count; `profile_targets` (key -> (description,
-  low, high, paper's value)) what the reference must meet, `paper_miou` the paper's mIoU
-  beside it; `quick` adjusts a config of the smoke version after the tiny profile (sizes
-  scaled to its images)."""
+  figure's methods, seed, classes and image count; `fixed_classes` the classes of a second
+  bottom statistic named before the scored split was seen (summary.md's sensitivity section:
+  each family's comparisons on their mean IoU, with the bottom 25%'s equivalence margin);
+  `profile_targets` (key -> (description, low, high, paper's value)) what the reference must
+  meet, `paper_miou` the paper's mIoU beside it; `quick` adjusts a config of the smoke
+  version after the tiny profile (sizes scaled to its images)."""
   name: str
   methods: Mapping[str, Method]
   ablations: Mapping[str, tuple[tuple[str, str, str], ...]] = dataclasses.field(
@@ -64,6 +66,7 @@ class Study:
   qualitative_classes: tuple[str, ...] = ()
   qualitative_images: int = 4
   qualitative_title: str = ''
+  fixed_classes: tuple[str, ...] = ()
   profile_targets: Mapping[str, tuple[str, Any, Any, Any]] = dataclasses.field(
       default_factory=dict)
   paper_miou: float | None = None

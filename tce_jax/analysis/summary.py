@@ -23,6 +23,11 @@ def _welch(entry: dict, reference: dict, n: int, n_ref: int) -> dict:
   return stats.welch(entry['mean'], entry['std'], n, reference['mean'], reference['std'], n_ref)
 
 
+def _mean_std(value: dict) -> str:
+  """'mean ± std' of a statistic over seeds; the mean alone for one seed (std None)."""
+  return f"{value['mean']:.1f}" + ('' if value['std'] is None else f" ± {value['std']:.1f}")
+
+
 def _interval(c: dict) -> str:
   if not np.isfinite(c['low']):
     return f"{c['diff']:+.1f}"
@@ -55,7 +60,7 @@ def summary(report_json: dict, families: dict[str, list[str]] | None = None,
       cells = []
       for key in SUMMARY_STATS:
         value = entry['fairness'][key]
-        cell = f"{value['mean']:.1f}" + ('' if value['std'] is None else f" ± {value['std']:.1f}")
+        cell = _mean_std(value)
         if label != reference:
           cell += f' ({_interval(tests[label, reference][key])})'
           if adjusted[(label, reference), key] <= ALPHA:
@@ -237,8 +242,7 @@ def fixed_classes_section(report_json: dict, families: dict[str, list[tuple[str,
       test, p = tests[variant, baseline][FIXED_BOTTOM], adjusted[(variant, baseline),
                                                                   FIXED_BOTTOM]
       values = [labels[m]['fairness'][FIXED_BOTTOM] for m in (baseline, variant)]
-      cells = [f"{v['mean']:.1f}" + ('' if v['std'] is None else f" ± {v['std']:.1f}")
-               for v in values]
+      cells = [_mean_std(v) for v in values]
       diff = f'**{_interval(test)}**' if p <= ALPHA else _interval(test)
       lines.append(f"| {baseline} -> {variant} | {len(labels[baseline]['runs'])} / "
                    f"{len(labels[variant]['runs'])} | {' | '.join(cells)} | {diff} | "

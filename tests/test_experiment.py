@@ -396,9 +396,9 @@ def test_equivalence_verdicts_and_their_correction():
 
 
 def test_sensitivity_on_classes_named_in_advance():
-  """The fixed-classes section: Welch on fixed_bottom per pair, Holm over each family's pairs,
-  the equivalence verdict with the given margin; families without their runs are left out,
-  and a report without fixed classes has no section."""
+  """The fixed-classes section: Welch on fixed_bottom per pair, Holm over each family's pairs
+  (a method against itself dropped), the equivalence verdict with the given margin; families
+  without their runs are left out, and a report without fixed classes has no section."""
   stats = {k: (50.0, 1.0) for k in summary_lib.SUMMARY_STATS}
   iou = {'a': (50.0, 1.0)}
   labels = {'mcce': _entry(5, iou, {**stats, 'fixed_bottom': (20.0, 1.0)}),
@@ -406,9 +406,10 @@ def test_sensitivity_on_classes_named_in_advance():
             'same': _entry(5, iou, {**stats, 'fixed_bottom': (20.1, 0.2)})}
   report_json = {'reference': 'mcce', 'labels': labels, 'fixed_classes': ['pole', 'sign']}
   text = summary_lib.fixed_classes_section(
-      report_json, {'Methods': [('up', 'mcce'), ('same', 'mcce')],
+      report_json, {'Methods': [('mcce', 'mcce'), ('up', 'mcce'), ('same', 'mcce')],
                     'Gone': [('tce_t10', 'up')]}, 2.0, 'Sensitivity')
   assert text.startswith('### Sensitivity') and '#### Methods' in text and 'Gone' not in text
+  assert 'mcce -> mcce' not in text  # the reference against itself is no comparison
   assert 'mean IoU of pole, sign' in text and 'tce_t10' not in text
   welch = stats_lib.welch(30.0, 1.0, 5, 20.0, 1.0, 5)
   row = next(line for line in text.splitlines() if line.startswith('| mcce -> up | 5 / 5 |'))

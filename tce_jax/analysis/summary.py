@@ -224,15 +224,16 @@ def fixed_classes_section(report_json: dict, families: dict[str, list[tuple[str,
   `fixed_classes`, analysis.runs.FIXED_BOTTOM), for the (variant, baseline) pairs of each
   family (title -> pairs): the difference with its 95% interval, bold where Welch's test is
   significant after Holm over the family's pairs, and with `margin` the equivalence table of
-  the same pairs. A family whose pairs are not both in the report is left out; '' if none,
-  or if the report has no fixed classes."""
+  the same pairs. A pair of a method with itself is no comparison and is dropped (the
+  corrections count only real ones); a family whose pairs are not both in the report is left
+  out; '' if none, or if the report has no fixed classes."""
   labels, classes = report_json['labels'], report_json.get('fixed_classes')
   if not classes:
     return ''
   name = f'mean IoU of {", ".join(classes)}'
   sections = []
   for family, pairs in families.items():
-    pairs = [(v, b) for v, b in pairs if v in labels and b in labels]
+    pairs = [(v, b) for v, b in pairs if v in labels and b in labels and v != b]
     if not pairs:
       continue
     tests, adjusted, tested = _family(labels, pairs, (FIXED_BOTTOM,))

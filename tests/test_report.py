@@ -341,3 +341,21 @@ def test_distinct_palette_separates_the_shown_classes_and_keeps_the_rest(shown):
   untouched = [c for c in range(len(palette)) if c not in shown]
   assert (out[untouched] == palette[untouched]).all()
   assert (out[shown[0]] == palette[shown[0]]).all()  # the most common keeps its colour
+
+
+def test_a_long_title_is_wrapped_only_where_the_figure_is_too_narrow():
+  """The per-class figure's title stays on one line in a wide figure and is wrapped to fit
+  inside a narrow one (few classes), where it would otherwise be cut off at both edges."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  from tce_jax.analysis.figures import class_differences
+  title = 'Per-class IoU difference, classes worst first; framed: beyond noise ' * 2
+  for width, wrapped in ((30.0, False), (5.0, True)):
+    fig, ax = plt.subplots(figsize=(width, 3.0))
+    class_differences._fitted_title(fig, ax, title)
+    text = ax.title
+    assert ('\n' in text.get_text()) == wrapped
+    box = text.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    plt.close(fig)

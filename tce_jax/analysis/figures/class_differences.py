@@ -3,6 +3,7 @@ seed noise framed (Welch per class, Holm over the row)."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
@@ -65,16 +66,31 @@ def plot_class_differences(report: dict, out: str, alpha: float = stats.ALPHA) -
   fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01,
                label=f"IoU minus {report['reference']}'s (points)")
   if any(testable):
-    ax.set_title(f"Per-class IoU difference to {report['reference']} (means over runs), "
-                 f"classes worst first; framed: beyond noise (Welch per class, Holm over the "
-                 f"row's classes, {alpha:g}); (better / worse) after each label", fontsize=9)
+    title = (f"Per-class IoU difference to {report['reference']} (means over runs), "
+             f"classes worst first; framed: beyond noise (Welch per class, Holm over the "
+             f"row's classes, {alpha:g}); (better / worse) after each label")
   else:
-    ax.set_title(f"Per-class IoU difference to {report['reference']}, classes worst first; "
-                 'one run per label: no test is possible, nothing is framed', fontsize=9)
-  fig.tight_layout()
+    title = (f"Per-class IoU difference to {report['reference']}, classes worst first; "
+             'one run per label: no test is possible, nothing is framed')
+  _fitted_title(fig, ax, title)
   style_lib.save(fig, out, 'per_class_difference')
   plt.close(fig)
   return True
+
+
+def _fitted_title(fig, ax, title: str, fontsize: float = 9) -> None:
+  """Sets the axes' title on one line where it fits inside the figure, else wrapped into as
+  many lines as it needs (a few classes make a narrow figure); lays the figure out."""
+  text = ax.set_title(title, fontsize=fontsize)
+  fig.tight_layout()
+  renderer = fig.canvas.get_renderer()
+  box = ax.get_window_extent(renderer)
+  centre = (box.x0 + box.x1) / 2  # the title is centred on the axes, not on the figure
+  width, room = text.get_window_extent(renderer).width, 1.9 * min(centre,
+                                                                  fig.bbox.width - centre)
+  if width > room:
+    text.set_text(textwrap.fill(title, max(20, int(len(title) * room / width))))
+    fig.tight_layout()
 
 
 @registry.register('class_differences')

@@ -55,8 +55,12 @@ def plot_bars(report: dict, out: str):
   if many:  # one legend for the three panels, at the right of the figure
     columns = -(-len(report['labels']) // 12)
     fig.subplots_adjust(right=1 - 0.11 * columns)
-    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc='center right',
-               ncol=columns)
+    legend = fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc='center right',
+                        ncol=columns)
+    # Long labels need more room than the default margin: make it as wide as the legend.
+    needed = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.bbox.width + 0.01
+    if needed > 0.11 * columns:
+      fig.subplots_adjust(right=1 - needed)
   style_lib.save(fig, out, 'fairness')
   plt.close(fig)
 

@@ -209,7 +209,14 @@ def test_a_run_that_ctrl_c_reaches_while_it_starts_counts_as_stopped(make_tiny_c
       target=runner._train_pinned,  # pylint: disable=protected-access
       args=(config, str(tmp_path / 'run'), os.sched_getaffinity(0), str(tmp_path / 'cache'),
             str(log)))
-  process.start()
+  # The runner spawns its runs with its own SIGINT handler installed, so they start with
+  # SIGINT at its default whatever the runner inherited (a job started in the background of
+  # a shell inherits it ignored, and so would a run spawned from here); the same here.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    process.start()
+  finally:
+    signal.signal(signal.SIGINT, previous)
   deadline = time.time() + 120
   while not log.exists():  # opened first thing in the run's process
     assert process.is_alive() and time.time() < deadline, 'the run ended before the signal'

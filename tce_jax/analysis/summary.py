@@ -115,9 +115,13 @@ def _class_counts(labels: dict, pairs: list[tuple[str, str]]) -> tuple[dict[tupl
   return counts, int(sum(np.isfinite(p) for p in table.values()))
 
 
+def _p_cell(p: float) -> str:
+  """A p-value as the tables print it: 3 significant digits; '-' where none was tested."""
+  return '-' if not np.isfinite(p) else f'{p:.3g}'
+
+
 def _p_cells(adjusted: dict, pair: tuple[str, str]) -> str:
-  return ' | '.join('-' if not np.isfinite(adjusted[pair, k]) else f'{adjusted[pair, k]:.3g}'
-                    for k in SUMMARY_STATS)
+  return ' | '.join(_p_cell(adjusted[pair, k]) for k in SUMMARY_STATS)
 
 
 def ablations(report_json: dict, families: dict[str, list[tuple[str, str, str]]],
@@ -206,8 +210,7 @@ def equivalence_table(labels: dict, pairs: list[tuple[str, str]], margins: dict[
     for k, margin in margins.items():
       e, p = equivalence[(variant, baseline), k], corrected[(variant, baseline), k]
       different = bool(adjusted[(variant, baseline), k] <= ALPHA)
-      cells += [_interval(e), '-' if not np.isfinite(p) else f'{p:.3g}',
-                verdict(different, bool(p <= ALPHA), margin)]
+      cells += [_interval(e), _p_cell(p), verdict(different, bool(p <= ALPHA), margin)]
     lines.append(f'| {baseline} -> {variant} | ' + ' | '.join(cells) + ' |')
   lines += ['', 'Difference and its 90% interval (Welch); p (equivalence): the larger p-value '
             "of Welch's two one-sided tests against -margin and +margin, Holm-adjusted over "
@@ -247,7 +250,7 @@ def fixed_classes_section(report_json: dict, families: dict[str, list[tuple[str,
       diff = f'**{_interval(test)}**' if p <= ALPHA else _interval(test)
       lines.append(f"| {baseline} -> {variant} | {len(labels[baseline]['runs'])} / "
                    f"{len(labels[variant]['runs'])} | {' | '.join(cells)} | {diff} | "
-                   + ('-' if not np.isfinite(p) else f'{p:.3g}') + ' |')
+                   + _p_cell(p) + ' |')
     lines += ['', 'Variant minus baseline and its 95% confidence interval (Welch); runs: '
               "baseline / variant. **Bold**: Welch's two-sided test significant at "
               f"{ALPHA} after Holm's correction over the {tested} comparisons of this table."]
